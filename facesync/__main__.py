@@ -1,0 +1,3 @@
+from facesync.cli import main
+
+main()

@@ -1,0 +1,182 @@
+"""The face-library interface every target implements, and its typed results.
+
+A target is anything that speaks the Baidu Face V3 face-library contract (../shared/baidu-faceset-v3.md):
+``BaiduClient`` over HTTP and ``LocalLibrary`` on SQLite. Methods map one to one onto endpoints; each
+makes exactly one API call, raises a ``FaceApiError`` kind on failure and returns a frozen result that
+carries the call's ``log_id`` so that reports can name it.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from enum import Enum
+from typing import Iterator, Protocol, runtime_checkable
+
+PAGE_MAX = 1000  # the largest page group/getlist and group/getusers serve
+ALL_GROUPS = "@ALL"  # group_id that makes user/get and user/delete act on every group
+
+
+class ImageType(str, Enum):
+    BASE64 = "BASE64"
+    URL = "URL"
+    FACE_TOKEN = "FACE_TOKEN"
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """An image as the API takes it: ``value`` is base64 text, a URL, or a face_token."""
+
+    value: str
+    type: ImageType
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Image":
+        return cls(base64.b64encode(data).decode("ascii"), ImageType.BASE64)
+
+    @classmethod
+    def from_url(cls, url: str) -> "Image":
+        return cls(url, ImageType.URL)
+
+    @classmethod
+    def from_face_token(cls, face_token: str) -> "Image":
+        return cls(face_token, ImageType.FACE_TOKEN)
+
+    def __repr__(self) -> str:  # base64 payloads are megabytes; never dump them into logs
+        shown = self.value if self.type is not ImageType.BASE64 else f"<{len(self.value)} base64 chars>"
+        return f"Image({self.type.value}, {shown})"
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    left: float
+    top: float
+    width: float
+    height: float
+    rotation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The answer of a call whose result is null (deletes, copy, group/add)."""
+
+    log_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddedFace:
+    """user/add and user/update."""
+
+    face_token: str
+    location: Location
+    log_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class FaceEntry:
+    face_token: str
+    ctime: str  # "YYYY-MM-DD HH:MM:SS"
+
+
+@dataclass(frozen=True, slots=True)
+class FaceList:
+    """face/getlist."""
+
+    faces: tuple[FaceEntry, ...]
+    log_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserMembership:
+    group_id: str
+    user_info: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """user/get: the user's user_info in one group, or in every group with ``@ALL``."""
+
+    memberships: tuple[UserMembership, ...]
+    log_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdPage:
+    """group/getlist (group ids) and group/getusers (user ids)."""
+
+    ids: tuple[str, ...]
+    log_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DetectedFace:
+    face_token: str
+    location: Location
+    face_probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """detect."""
+
+    faces: tuple[DetectedFace, ...]
+    log_id: int
+
+    @property
+    def face_num(self) -> int:
+        return len(self.faces)
+
+
+@runtime_checkable
+class FaceLibrary(Protocol):
+    """One Baidu face library. Parameter names follow the API's; each method is one call."""
+
+    @property
+    def identity(self) -> str:
+        """Which library this is, for plans and messages (never containing a secret)."""
+
+    def user_add(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
+                 quality_control: str = "NONE", liveness_control: str = "NONE") -> AddedFace: ...
+
+    def user_update(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
+                    quality_control: str = "NONE", liveness_control: str = "NONE") -> AddedFace: ...
+
+    def face_delete(self, group_id: str, user_id: str, face_token: str) -> Ack: ...
+
+    def user_get(self, group_id: str, user_id: str) -> UserRecord: ...
+
+    def face_getlist(self, group_id: str, user_id: str) -> FaceList: ...
+
+    def group_getusers(self, group_id: str, start: int = 0, length: int = 100) -> IdPage: ...
+
+    def user_copy(self, user_id: str, src_group_id: str, dst_group_id: str) -> Ack: ...
+
+    def user_delete(self, group_id: str, user_id: str) -> Ack: ...
+
+    def group_add(self, group_id: str) -> Ack: ...
+
+    def group_delete(self, group_id: str) -> Ack: ...
+
+    def group_getlist(self, start: int = 0, length: int = 100) -> IdPage: ...
+
+    def detect(self, image: Image) -> Detection: ...
+
+
+def iter_group_ids(library: FaceLibrary) -> Iterator[str]:
+    """Every group id of the library, in pages of 1000."""
+    yield from _paged(lambda start: library.group_getlist(start, PAGE_MAX))
+
+
+def iter_user_ids(library: FaceLibrary, group_id: str) -> Iterator[str]:
+    """Every user id of ``group_id``, in pages of 1000."""
+    yield from _paged(lambda start: library.group_getusers(group_id, start, PAGE_MAX))
+
+
+def _paged(fetch) -> Iterator[str]:
+    start = 0
+    while True:
+        page = fetch(start)
+        yield from page.ids
+        if len(page.ids) < PAGE_MAX:  # a short page is the last: no extra call to learn it is empty
+            return
+        start += PAGE_MAX

@@ -1,0 +1,129 @@
+"""The two sides of every diff: ``Desired`` (from the manifest) and ``Live`` (from the library).
+
+Plain frozen records, no behaviour beyond lookups: the manifest loader builds ``Desired``, ``resolve``
+fills in face_tokens, ``refresh`` (or a snapshot) builds ``Live``, and the planner compares them.
+``slots`` keeps a million faces within the planner's memory budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class ImageKind(str, Enum):
+    FILE = "file"
+    URL = "url"
+    FACE_TOKEN = "face_token"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where something was written in the manifest, for messages: file:line:column (1-based)."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredImage:
+    """One face a user should have.
+
+    ``source`` is what the manifest said (a path relative to the manifest, a URL, or the token itself);
+    ``path`` is the absolute file for FILE images; ``sha256`` is the file's content hash when known;
+    ``face_token`` is known for FACE_TOKEN images and filled in by ``resolve`` for the others.
+    """
+
+    kind: ImageKind
+    source: str
+    path: str | None = None
+    sha256: str | None = None
+    face_token: str | None = None
+    origin: Origin | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredUser:
+    """A user of one group. ``user_info`` None means not managed: facesync neither reads nor sets it."""
+
+    user_id: str
+    images: tuple[DesiredImage, ...]
+    user_info: str | None = None
+    quality_control: str = "NONE"
+    liveness_control: str = "NONE"
+    origin: Origin | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredGroup:
+    """A managed group. ``prune``: remove users the manifest does not name (and faces of named users)."""
+
+    group_id: str
+    users: tuple[DesiredUser, ...]
+    prune: bool = True
+    origin: Origin | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Scope and safety, evaluated by the planner and shown in the plan.
+
+    A plan deleting more than ``max_delete_share`` of what exists, once at least ``delete_threshold_min``
+    things exist, is refused unless forced (octoDNS's rule). Protected groups are never deleted.
+    ``delete_unlisted_groups``: groups of the library that the manifest does not name are deleted.
+    """
+
+    prune: bool = True
+    delete_unlisted_groups: bool = False
+    max_delete_share: float = 0.3
+    delete_threshold_min: int = 10
+    protected_groups: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    """What the manifest wants. ``digest`` is the sha256 of the manifest's files, for plans."""
+
+    groups: tuple[DesiredGroup, ...]
+    policy: Policy = Policy()
+    target: str | None = None
+    manifest_path: str = ""
+    digest: str = ""
+
+    def group(self, group_id: str) -> DesiredGroup | None:
+        return next((g for g in self.groups if g.group_id == group_id), None)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveUser:
+    """A user as the library has it. None means not read: faces of a user that is only to be deleted,
+    user_info of a user whose user_info is not managed."""
+
+    user_id: str
+    face_tokens: tuple[str, ...] | None
+    user_info: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LiveGroup:
+    group_id: str
+    users: dict[str, LiveUser]
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """What the library holds, within the manifest's scope.
+
+    ``group_ids``: every group of the library (group/getlist). ``groups``: the managed groups that
+    exist, with their users. ``source`` says whether this came from a refresh or a snapshot file.
+    """
+
+    group_ids: tuple[str, ...]
+    groups: dict[str, LiveGroup]
+    identity: str = ""
+    fetched_at: float = 0.0
+    source: str = "refresh"

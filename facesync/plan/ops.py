@@ -1,0 +1,147 @@
+"""The operations a plan is made of, and the plan itself.
+
+Each operation is exactly one API call. The planner emits them in execution order
+(CreateGroup → AddFace / UpdateUser / CopyUser → DeleteFace → DeleteUser → DeleteGroup) and names, for
+each, the operations it must wait for (``after``) and the live facts it was planned on (``expects``),
+so that a saved plan can be checked against the library before it is applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from facesync.model import ImageKind
+
+
+class OpKind(str, Enum):
+    CREATE_GROUP = "create_group"
+    ADD_FACE = "add_face"
+    UPDATE_USER = "update_user"
+    COPY_USER = "copy_user"
+    DELETE_FACE = "delete_face"
+    DELETE_USER = "delete_user"
+    DELETE_GROUP = "delete_group"
+
+    @property
+    def endpoint(self) -> str:
+        return _ENDPOINTS[self]
+
+    @property
+    def phase(self) -> int:
+        """Position in the global order; operations of a lower phase never wait on a higher one."""
+        return _PHASES[self]
+
+    @property
+    def is_delete(self) -> bool:
+        return self in (OpKind.DELETE_FACE, OpKind.DELETE_USER, OpKind.DELETE_GROUP)
+
+
+_ENDPOINTS = {
+    OpKind.CREATE_GROUP: "faceset/group/add",
+    OpKind.ADD_FACE: "faceset/user/add",
+    OpKind.UPDATE_USER: "faceset/user/update",
+    OpKind.COPY_USER: "faceset/user/copy",
+    OpKind.DELETE_FACE: "faceset/face/delete",
+    OpKind.DELETE_USER: "faceset/user/delete",
+    OpKind.DELETE_GROUP: "faceset/group/delete",
+}
+_PHASES = {
+    OpKind.CREATE_GROUP: 0,
+    OpKind.ADD_FACE: 1,
+    OpKind.UPDATE_USER: 1,
+    OpKind.COPY_USER: 1,
+    OpKind.DELETE_FACE: 2,
+    OpKind.DELETE_USER: 3,
+    OpKind.DELETE_GROUP: 4,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FaceSource:
+    """What an add or an update sends.
+
+    FILE: the bytes at ``path`` (``source`` is the manifest-relative path shown to people); URL: ``source``;
+    FACE_TOKEN: ``face_token``. ``face_token`` is also set for FILE/URL sources whose token is known
+    (resolved), so the executor can verify the result and a re-run can recognise the face.
+    """
+
+    kind: ImageKind
+    source: str
+    path: str | None = None
+    face_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """A live fact an operation was planned on. ``exists`` of the group (user_id None) or the user;
+    ``face_tokens`` (sorted) and ``user_info`` are checked only when not None."""
+
+    group_id: str
+    user_id: str | None
+    exists: bool
+    face_tokens: tuple[str, ...] | None = None
+    user_info: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    kind: OpKind
+    group_id: str
+    user_id: str | None = None
+    face: FaceSource | None = None  # ADD_FACE, UPDATE_USER
+    face_token: str | None = None  # DELETE_FACE
+    user_info: str | None = None  # ADD_FACE, UPDATE_USER: sent when not None
+    src_group_id: str | None = None  # COPY_USER
+    quality_control: str = "NONE"
+    liveness_control: str = "NONE"
+    after: tuple[int, ...] = ()  # indexes in Plan.operations that must succeed first
+    expects: tuple[Expect, ...] = ()
+    reason: str = ""  # why the planner chose this, in a few words, for the reader
+
+    calls = 1  # every operation is one API call
+
+    @property
+    def key(self) -> str:
+        """A stable identity, unique within a plan, for reports and for matching a re-run."""
+        subject = self.face_token or (self.face and (self.face.face_token or self.face.source)) or ""
+        parts = [self.kind.value, self.group_id, self.user_id or "", self.src_group_id or "", subject]
+        return ":".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Safety:
+    """The delete-threshold and protection checks, evaluated by the planner and shown in the plan."""
+
+    existing: int = 0  # users (+ groups) in scope before the plan
+    deleting: int = 0  # of those, how many the plan deletes
+    max_share: float = 0.3
+    threshold_min: int = 10
+    reasons: tuple[str, ...] = ()  # why the plan is unsafe; empty when safe
+
+    @property
+    def unsafe(self) -> bool:
+        return bool(self.reasons)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    operations: tuple[Operation, ...]
+    target: str
+    manifest_digest: str = ""
+    safety: Safety = Safety()
+    live_source: str = "refresh"  # or "snapshot FILE taken at ..."
+    created_at: str = ""  # ISO 8601, UTC
+    notes: tuple[str, ...] = field(default=())  # what the reader should know: skipped groups, etc.
+
+    @property
+    def calls(self) -> int:
+        return sum(op.calls for op in self.operations)
+
+    @property
+    def empty(self) -> bool:
+        return not self.operations
+
+    def estimated_seconds(self, qps: float | None) -> float | None:
+        """Time the calls take at ``qps`` (None: no limit, no estimate)."""
+        return self.calls / qps if qps else None

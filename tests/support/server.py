@@ -1,0 +1,90 @@
+"""Run ``facesync serve`` as a real process on 127.0.0.1 for tests and benchmarks, and read its admin API."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import requests
+
+API_KEY = "test-api-key-0123456789"
+SECRET_KEY = "test-secret-key-9876543210"
+APP_ID = "10000001"
+_READY = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen
+    base_url: str
+    db: str
+    api_key: str = API_KEY
+    secret_key: str = SECRET_KEY
+    app_id: str = APP_ID
+    output: list = field(default_factory=list)
+
+    def admin(self, what: str) -> dict:
+        answer = requests.get(f"{self.base_url}/_facesync/{what}", timeout=10)
+        answer.raise_for_status()
+        return answer.json()
+
+    def stats(self) -> dict:
+        """{"counters": {endpoint: calls}, "total": n, ...} since start or the last reset."""
+        return self.admin("stats")
+
+    def journal(self) -> list[dict]:
+        """Every mutating call answered, in order: endpoint, parameters (images left out), error_code."""
+        return self.admin("journal")["entries"]
+
+    def reset(self) -> None:
+        requests.post(f"{self.base_url}/_facesync/reset", timeout=10).raise_for_status()
+
+    def env(self) -> dict:
+        """The environment a facesync process needs to use this server as its target."""
+        return {**os.environ, "BAIDU_API_KEY": self.api_key, "BAIDU_SECRET_KEY": self.secret_key,
+                "FACESYNC_TARGET": self.base_url}
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def start_server(db: str, *extra: str, timeout: float = 20.0) -> RunningServer:
+    """Start ``facesync serve --db DB --port 0 EXTRA...`` and wait for its "listening on" line."""
+    command = [sys.executable, "-m", "facesync", "serve", "--db", str(db), "--host", "127.0.0.1", "--port", "0",
+               "--api-key", API_KEY, "--secret-key", SECRET_KEY, "--app-id", APP_ID, *extra]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout
+    lines = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        found = _READY.search(line)
+        if found:
+            _drain(process)
+            return RunningServer(process, found.group(1), str(db), output=lines)
+    process.kill()
+    raise RuntimeError("facesync serve did not start:\n" + "".join(lines))
+
+
+def _drain(process: subprocess.Popen) -> None:
+    """Keep reading the server's output so that a full pipe never blocks it."""
+    import threading
+
+    def pump():
+        for _ in process.stdout:
+            pass
+
+    threading.Thread(target=pump, daemon=True).start()
