@@ -127,3 +127,8 @@ class Live:
     identity: str = ""
     fetched_at: float = 0.0
     source: str = "refresh"
+
+
+# The group that holds the apply lock of a remote library (see lock.py). It is facesync's own: the
+# manifest may not name it, and the planner never lists, prunes or deletes it.
+LOCK_GROUP_ID = "_facesync_lock"
