@@ -1,0 +1,642 @@
+"""The embedded face library: the Baidu Face V3 faceset contract on a SQLite file.
+
+Same semantics and error codes as the contract (shared/baidu-faceset-v3.md), no network, no credentials.
+Several threads (each call borrows a connection from a small pool) and several processes may share one
+file: every mutating call is one ``BEGIN IMMEDIATE`` transaction, readers see a consistent snapshot (WAL),
+a writer waits up to 30 s for the lock and then answers 222901 (retryable).
+
+Checks run in this order: required parameters (222001, in the endpoint's documented
+order), then parameter formats, then the image (decoded, or downloaded, before any lock is taken), then
+the quality/liveness hook, then the library's state (223xxx) inside the transaction. Error messages are
+Baidu's own (``errors.message_for``); only the two cases Baidu has no answer for (the face cap, a group
+still being deleted) add a short explanation in parentheses.
+
+Where the contract is silent, this library chooses:
+- ``None`` and ``""`` are a missing required parameter (222001). For the optional ``user_info``, ``None``
+  means "not given" (kept) and ``""`` sets it to empty; ``quality_control``/``liveness_control`` of
+  ``None`` or ``""`` mean NONE.
+- user_id format errors are 222018 on every endpoint (222007 "uid" belongs to older endpoints).
+- BASE64 text over 2 MB is 222013 (the parameter is too long whatever it holds); text that is not base64
+  and bytes that are not PNG/JPEG/BMP are 222203. A FACE_TOKEN image or ``face_token`` parameter that is
+  not 32 lowercase hex characters is 222025; a well-formed but unknown one is 222209. Tokens stay known
+  after their faces are deleted.
+- user/get on a named group that does not exist answers 223103 (the contract lists only 223103 for it);
+  user/get and user/delete with ``@ALL`` answer 223103 when the user is in no group.
+- The face cap (``max_faces_per_user``) refuses the add with 222208 "the number of image is incorrect",
+  a permanent input error: retrying cannot help, the user already has as many faces as allowed.
+- ``length`` must be 1..1000 and ``start`` ≥ 0 (integers or digit strings), else 222003 / 222002.
+- user/copy keeps each face's original ctime; the copy shares nothing with its source afterwards.
+- user/update replaces every face with the one image (ctime now), even when that image was already on
+  the user.
+- Background group deletion (``background_group_delete=True``, groups of more than 500 faces) is lazy:
+  the group disappears at once from every read (getlist, getusers, user/get, face/getlist: 223100 or
+  223103 as for a deleted group), adds and copies into it answer 223100 / 223111, a second group/delete
+  answers 223100, and group/add of the same id answers 222901 "system busy" (retryable) until
+  ``faces / 20`` seconds have passed; then the rows are purged and the id is free again.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from facesync.api.errors import FaceApiError, error_for, message_for
+from facesync.api.protocol import (
+    ALL_GROUPS,
+    PAGE_MAX,
+    Ack,
+    AddedFace,
+    DetectedFace,
+    Detection,
+    FaceEntry,
+    FaceList,
+    IdPage,
+    Image,
+    Location,
+    UserMembership,
+    UserRecord,
+)
+from facesync.errors import FacesyncError
+from facesync.images import local_face_token
+from facesync.local import schema
+from facesync.local.images import ImageProblem, decode_base64_image, fetch_url_image
+
+GROUP_ID_MAX_BYTES = 48
+USER_ID_MAX_BYTES = 128
+USER_INFO_MAX_BYTES = 256
+DEFAULT_PAGE_LENGTH = 100
+BACKGROUND_DELETE_THRESHOLD = 500  # faces; larger groups are deleted in the background
+BACKGROUND_DELETE_RATE = 20.0  # faces per second
+CONTROL_LEVELS = ("NONE", "LOW", "NORMAL", "HIGH")
+IMAGE_TYPES = ("BASE64", "URL", "FACE_TOKEN")
+FACE_CAP_CODE = 222208
+MAX_IDLE_CONNECTIONS = 16
+
+_ID_CHARS = re.compile(r"[A-Za-z0-9_]+\Z")
+_FACE_TOKEN = re.compile(r"[0-9a-f]{32}\Z")
+_DIGITS = re.compile(r"[0-9]+\Z")
+
+log = logging.getLogger(__name__)
+
+ImageCheck = Callable[[str, str, str], "int | None"]
+
+
+class LocalStoreError(FacesyncError):
+    """The library file cannot be used: not a facesync library, a newer schema, unreadable, closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryCounts:
+    """What the library holds, for the emulator's admin view and for tests."""
+
+    groups: int
+    users: int
+    faces: int
+    known_tokens: int
+
+
+def _new_log_id() -> int:
+    return int.from_bytes(os.urandom(8), "big") >> 1  # a uint64 that also fits signed 64-bit parsers
+
+
+def _fail(code: int, detail: str = "", **params: str) -> FaceApiError:
+    """The error Baidu answers, with its exact message; ``detail`` only where Baidu has no such case."""
+    message = message_for(code, **params)
+    return error_for(code, f"{message} ({detail})" if detail else message, _new_log_id())
+
+
+def location_for(face_token: str) -> Location:
+    """A plausible face box derived from the token, so that the same image always gets the same one."""
+    b = bytes.fromhex(face_token)
+    width = 80 + b[4] % 120
+    return Location(left=round(20 + b[0] % 200 + b[1] / 256, 2), top=round(20 + b[2] % 200 + b[3] / 256, 2),
+                    width=float(width), height=float(width + b[5] % 24), rotation=b[6] % 41 - 20)
+
+
+def _translate_db_errors(method):
+    """SQLite trouble becomes an error of the API's kinds: a busy file is retryable, the rest is fatal."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error) or "busy" in str(error):
+                raise _fail(222901, "the library file is busy") from error
+            raise LocalStoreError(f"local library {self.path}: {error}") from error
+        except sqlite3.DatabaseError as error:
+            raise LocalStoreError(f"local library {self.path}: {error}") from error
+
+    return wrapper
+
+
+# ---- parameter checks (pure) ----
+
+def _missing(value: object) -> bool:
+    return value is None or value == ""
+
+
+def _require(*pairs: tuple[str, object]) -> None:
+    for name, value in pairs:
+        if _missing(value):
+            raise _fail(222001, param=name)
+
+
+def _check_id(value: str, max_bytes: int, code: int, *, allow_all: bool = False) -> None:
+    if allow_all and value == ALL_GROUPS:
+        return
+    if not isinstance(value, str) or not _ID_CHARS.match(value) or len(value) > max_bytes:
+        raise _fail(code)
+
+
+def _check_group_id(value: str, *, allow_all: bool = False) -> None:
+    _check_id(value, GROUP_ID_MAX_BYTES, 222006, allow_all=allow_all)
+
+
+def _check_user_id(value: str) -> None:
+    _check_id(value, USER_ID_MAX_BYTES, 222018)
+
+
+def _check_user_info(value: str | None) -> None:
+    if value is not None and (not isinstance(value, str) or len(value.encode("utf-8")) > USER_INFO_MAX_BYTES):
+        raise _fail(222010)
+
+
+def _control(value: str | None, code: int) -> str:
+    level = "NONE" if _missing(value) else value
+    if level not in CONTROL_LEVELS:
+        raise _fail(code)
+    return level
+
+
+def _check_face_token(value: str) -> None:
+    if not isinstance(value, str) or not _FACE_TOKEN.match(value):
+        raise _fail(222025)
+
+
+def _image_type(image: Image) -> str:
+    kind = getattr(image.type, "value", image.type)
+    if kind not in IMAGE_TYPES:
+        raise _fail(222015)
+    return kind
+
+
+def _page_number(value: object, default: int, code: int, minimum: int, maximum: int | None) -> int:
+    if _missing(value):
+        return default
+    if isinstance(value, bool):
+        raise _fail(code)
+    if isinstance(value, str) and _DIGITS.match(value):
+        value = int(value)
+    if not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+        raise _fail(code)
+    return value
+
+
+def _page(start: object, length: object) -> tuple[int, int]:
+    return (_page_number(start, 0, 222002, 0, None),
+            _page_number(length, DEFAULT_PAGE_LENGTH, 222003, 1, PAGE_MAX))
+
+
+class LocalLibrary:
+    """A Baidu-compatible face library in one SQLite file; implements ``FaceLibrary``."""
+
+    def __init__(self, path: str, *, max_faces_per_user: int | None = None, background_group_delete: bool = False,
+                 image_check: ImageCheck | None = None, url_timeout: float = 10.0,
+                 url_max_bytes: int = 10 * 1024 * 1024, clock: Callable[[], float] = time.time):
+        if max_faces_per_user is not None and max_faces_per_user < 1:
+            raise ValueError("max_faces_per_user must be at least 1")
+        self.path = os.path.abspath(path)
+        self.max_faces_per_user = max_faces_per_user
+        self.background_group_delete = background_group_delete
+        self._image_check = image_check
+        self._url_timeout = url_timeout
+        self._url_max_bytes = url_max_bytes
+        self._clock = clock
+        self._idle: list[sqlite3.Connection] = []
+        self._pool_lock = threading.Lock()
+        self._pool_pid = os.getpid()
+        self._closed = False
+        parent = os.path.dirname(self.path)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            with self._connection() as conn:
+                schema.ensure_schema(conn, self.path)
+            self._purge_finished_deletions()
+        except (schema.SchemaError, OSError, sqlite3.DatabaseError) as error:
+            self.close()
+            raise LocalStoreError(f"cannot open local library {self.path}: {error}",
+                                  hint="point --target local:PATH at a facesync library file or a new path") from error
+
+    # ---- lifecycle ----
+
+    @property
+    def identity(self) -> str:
+        return f"local:{self.path}"
+
+    def __repr__(self) -> str:
+        return f"LocalLibrary({self.path!r})"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the idle connections of this process; the library cannot be used afterwards."""
+        self._closed = True
+        with self._pool_lock:
+            idle = self._idle if self._pool_pid == os.getpid() else []
+            self._idle = []
+        for conn in idle:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one call, borrowed from a small pool.
+
+        A pool rather than one connection per thread: servers start a thread per request, and a
+        connection per thread would stay open after its thread is gone. A forked child never touches
+        its parent's connections.
+        """
+        if self._closed:
+            raise LocalStoreError(f"local library {self.path} is closed")
+        with self._pool_lock:
+            if self._pool_pid != os.getpid():
+                self._idle, self._pool_pid = [], os.getpid()
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = schema.connect(self.path)
+        try:
+            yield conn
+        finally:
+            with self._pool_lock:
+                keep = not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS and not conn.in_transaction
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._connection() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    # ---- lookups inside a transaction ----
+
+    @staticmethod
+    def _group_seq(conn: sqlite3.Connection, group_id: str) -> int | None:
+        """The live group's row; a group being deleted in the background counts as absent."""
+        row = conn.execute("SELECT seq FROM groups WHERE group_id = ? AND deleting_until IS NULL",
+                           (group_id,)).fetchone()
+        return row[0] if row else None
+
+    @staticmethod
+    def _user_seq(conn: sqlite3.Connection, group_seq: int, user_id: str) -> int | None:
+        row = conn.execute("SELECT seq FROM users WHERE group_seq = ? AND user_id = ?",
+                           (group_seq, user_id)).fetchone()
+        return row[0] if row else None
+
+    def _now_text(self) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._clock()))
+
+    # ---- images ----
+
+    def _resolve_image(self, image: Image | None) -> str:
+        """The face_token of an image parameter, or the error Baidu would answer."""
+        _require(("image", None if image is None else image.value),
+                 ("image_type", None if image is None else getattr(image.type, "value", image.type)))
+        kind = _image_type(image)
+        if kind == "FACE_TOKEN":
+            _check_face_token(image.value)
+            with self._read() as conn:
+                known = conn.execute("SELECT 1 FROM known_tokens WHERE face_token = ?", (image.value,)).fetchone()
+            if not known:
+                raise _fail(222209)
+            return image.value
+        try:
+            if kind == "BASE64":
+                data = decode_base64_image(image.value)
+            else:
+                data = fetch_url_image(image.value, timeout=self._url_timeout, max_bytes=self._url_max_bytes)
+        except ImageProblem as problem:
+            log.debug("image refused (%s): %s", problem.code, problem.detail)
+            raise _fail(problem.code) from None
+        return local_face_token(data)
+
+    def _accept_image(self, image: Image | None, quality_control: str | None, liveness_control: str | None) -> str:
+        quality = _control(quality_control, 222019)
+        liveness = _control(liveness_control, 222020)
+        face_token = self._resolve_image(image)
+        if self._image_check is not None:
+            code = self._image_check(face_token, quality, liveness)
+            if code:
+                raise _fail(code)
+        return face_token
+
+    # ---- faceset endpoints ----
+
+    @_translate_db_errors
+    def user_add(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
+                 quality_control: str = "NONE", liveness_control: str = "NONE") -> AddedFace:
+        self._check_face_call(group_id, user_id, image, user_info)
+        face_token = self._accept_image(image, quality_control, liveness_control)
+        with self._write() as conn:
+            group_seq = self._group_seq(conn, group_id)
+            if group_seq is None:
+                raise _fail(223100)
+            user_seq = self._user_seq(conn, group_seq, user_id)
+            if user_seq is None:
+                user_seq = conn.execute("INSERT INTO users (group_seq, user_id, user_info) VALUES (?, ?, ?)",
+                                        (group_seq, user_id, user_info or "")).lastrowid
+            else:
+                if conn.execute("SELECT 1 FROM faces WHERE user_seq = ? AND face_token = ?",
+                                (user_seq, face_token)).fetchone():
+                    raise _fail(223105)
+                if self.max_faces_per_user is not None:
+                    count = conn.execute("SELECT count(*) FROM faces WHERE user_seq = ?", (user_seq,)).fetchone()[0]
+                    if count >= self.max_faces_per_user:
+                        raise _fail(FACE_CAP_CODE, f"user already has {count} faces, the cap is "
+                                                   f"{self.max_faces_per_user}")
+                if user_info is not None:
+                    conn.execute("UPDATE users SET user_info = ? WHERE seq = ?", (user_info, user_seq))
+            self._insert_face(conn, user_seq, face_token)
+        return AddedFace(face_token, location_for(face_token), _new_log_id())
+
+    @_translate_db_errors
+    def user_update(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
+                    quality_control: str = "NONE", liveness_control: str = "NONE") -> AddedFace:
+        self._check_face_call(group_id, user_id, image, user_info)
+        face_token = self._accept_image(image, quality_control, liveness_control)
+        with self._write() as conn:
+            group_seq = self._group_seq(conn, group_id)
+            if group_seq is None:
+                raise _fail(223100)
+            user_seq = self._user_seq(conn, group_seq, user_id)
+            if user_seq is None:
+                raise _fail(223103)
+            conn.execute("DELETE FROM faces WHERE user_seq = ?", (user_seq,))
+            if user_info is not None:
+                conn.execute("UPDATE users SET user_info = ? WHERE seq = ?", (user_info, user_seq))
+            self._insert_face(conn, user_seq, face_token)
+        return AddedFace(face_token, location_for(face_token), _new_log_id())
+
+    @staticmethod
+    def _check_face_call(group_id: str, user_id: str, image: Image | None, user_info: str | None) -> None:
+        _require(("image", None if image is None else image.value),
+                 ("image_type", None if image is None else getattr(image.type, "value", image.type)),
+                 ("group_id", group_id), ("user_id", user_id))
+        _image_type(image)
+        _check_group_id(group_id)
+        _check_user_id(user_id)
+        _check_user_info(user_info)
+
+    def _insert_face(self, conn: sqlite3.Connection, user_seq: int, face_token: str) -> None:
+        conn.execute("INSERT INTO faces (user_seq, face_token, ctime) VALUES (?, ?, ?)",
+                     (user_seq, face_token, self._now_text()))
+        conn.execute("INSERT OR IGNORE INTO known_tokens (face_token) VALUES (?)", (face_token,))
+
+    @_translate_db_errors
+    def face_delete(self, group_id: str, user_id: str, face_token: str) -> Ack:
+        _require(("user_id", user_id), ("group_id", group_id), ("face_token", face_token))
+        _check_user_id(user_id)
+        _check_group_id(group_id)
+        _check_face_token(face_token)
+        with self._write() as conn:
+            group_seq = self._group_seq(conn, group_id)
+            if group_seq is None:
+                raise _fail(223100)
+            user_seq = self._user_seq(conn, group_seq, user_id)
+            if user_seq is None:
+                raise _fail(223103)
+            if conn.execute("DELETE FROM faces WHERE user_seq = ? AND face_token = ?",
+                            (user_seq, face_token)).rowcount == 0:
+                raise _fail(223106)
+            if not conn.execute("SELECT 1 FROM faces WHERE user_seq = ? LIMIT 1", (user_seq,)).fetchone():
+                conn.execute("DELETE FROM users WHERE seq = ?", (user_seq,))
+        return Ack(_new_log_id())
+
+    @_translate_db_errors
+    def user_get(self, group_id: str, user_id: str) -> UserRecord:
+        _require(("user_id", user_id), ("group_id", group_id))
+        _check_user_id(user_id)
+        _check_group_id(group_id, allow_all=True)
+        query = ("SELECT g.group_id, u.user_info FROM users u JOIN groups g ON g.seq = u.group_seq "
+                 "WHERE u.user_id = ? AND g.deleting_until IS NULL")
+        params: tuple = (user_id,)
+        if group_id != ALL_GROUPS:
+            query += " AND g.group_id = ?"
+            params += (group_id,)
+        with self._read() as conn:
+            rows = conn.execute(query + " ORDER BY g.seq", params).fetchall()
+        if not rows:
+            raise _fail(223103)
+        return UserRecord(tuple(UserMembership(g, info) for g, info in rows), _new_log_id())
+
+    @_translate_db_errors
+    def face_getlist(self, group_id: str, user_id: str) -> FaceList:
+        _require(("user_id", user_id), ("group_id", group_id))
+        _check_user_id(user_id)
+        _check_group_id(group_id)
+        with self._read() as conn:
+            group_seq = self._group_seq(conn, group_id)
+            if group_seq is None:
+                raise _fail(223100)
+            user_seq = self._user_seq(conn, group_seq, user_id)
+            if user_seq is None:
+                raise _fail(223103)
+            rows = conn.execute("SELECT face_token, ctime FROM faces WHERE user_seq = ? ORDER BY seq",
+                                (user_seq,)).fetchall()
+        return FaceList(tuple(FaceEntry(token, ctime) for token, ctime in rows), _new_log_id())
+
+    @_translate_db_errors
+    def group_getusers(self, group_id: str, start: int = 0, length: int = DEFAULT_PAGE_LENGTH) -> IdPage:
+        _require(("group_id", group_id))
+        _check_group_id(group_id)
+        first, count = _page(start, length)
+        with self._read() as conn:
+            group_seq = self._group_seq(conn, group_id)
+            if group_seq is None:
+                raise _fail(223100)
+            rows = conn.execute("SELECT user_id FROM users WHERE group_seq = ? ORDER BY seq LIMIT ? OFFSET ?",
+                                (group_seq, count, first)).fetchall()
+        return IdPage(tuple(row[0] for row in rows), _new_log_id())
+
+    @_translate_db_errors
+    def user_copy(self, user_id: str, src_group_id: str, dst_group_id: str) -> Ack:
+        _require(("user_id", user_id), ("src_group_id", src_group_id), ("dst_group_id", dst_group_id))
+        _check_user_id(user_id)
+        _check_group_id(src_group_id)
+        _check_group_id(dst_group_id)
+        with self._write() as conn:
+            src_seq = self._group_seq(conn, src_group_id)
+            if src_seq is None:
+                raise _fail(223100)
+            dst_seq = self._group_seq(conn, dst_group_id)
+            if dst_seq is None:
+                raise _fail(223111)
+            row = conn.execute("SELECT seq, user_info FROM users WHERE group_seq = ? AND user_id = ?",
+                               (src_seq, user_id)).fetchone()
+            if row is None:
+                raise _fail(223103)
+            if self._user_seq(conn, dst_seq, user_id) is not None:
+                raise _fail(223102)
+            copy_seq = conn.execute("INSERT INTO users (group_seq, user_id, user_info) VALUES (?, ?, ?)",
+                                    (dst_seq, user_id, row[1])).lastrowid
+            conn.execute("INSERT INTO faces (user_seq, face_token, ctime) "
+                         "SELECT ?, face_token, ctime FROM faces WHERE user_seq = ? ORDER BY seq",
+                         (copy_seq, row[0]))
+        return Ack(_new_log_id())
+
+    @_translate_db_errors
+    def user_delete(self, group_id: str, user_id: str) -> Ack:
+        _require(("group_id", group_id), ("user_id", user_id))
+        _check_group_id(group_id, allow_all=True)
+        _check_user_id(user_id)
+        with self._write() as conn:
+            if group_id == ALL_GROUPS:
+                deleted = conn.execute(
+                    "DELETE FROM users WHERE user_id = ? AND group_seq IN "
+                    "(SELECT seq FROM groups WHERE deleting_until IS NULL)", (user_id,)).rowcount
+                if deleted == 0:
+                    raise _fail(223103)
+            else:
+                group_seq = self._group_seq(conn, group_id)
+                if group_seq is None:
+                    raise _fail(223100)
+                if conn.execute("DELETE FROM users WHERE group_seq = ? AND user_id = ?",
+                                (group_seq, user_id)).rowcount == 0:
+                    raise _fail(223103)
+        return Ack(_new_log_id())
+
+    @_translate_db_errors
+    def group_add(self, group_id: str) -> Ack:
+        _require(("group_id", group_id))
+        _check_group_id(group_id)
+        with self._write() as conn:
+            now = self._clock()
+            self._purge(conn, now)
+            row = conn.execute("SELECT deleting_until FROM groups WHERE group_id = ?", (group_id,)).fetchone()
+            if row is not None:
+                if row[0] is None:
+                    raise _fail(223101)
+                raise _fail(222901, f"group {group_id} is being deleted in the background, "
+                                    f"about {max(1, round(row[0] - now))} s left")
+            conn.execute("INSERT INTO groups (group_id) VALUES (?)", (group_id,))
+        return Ack(_new_log_id())
+
+    @_translate_db_errors
+    def group_delete(self, group_id: str) -> Ack:
+        _require(("group_id", group_id))
+        _check_group_id(group_id)
+        with self._write() as conn:
+            now = self._clock()
+            self._purge(conn, now)
+            group_seq = self._group_seq(conn, group_id)
+            if group_seq is None:
+                raise _fail(223100)
+            faces = 0
+            if self.background_group_delete:
+                faces = conn.execute("SELECT count(*) FROM faces f JOIN users u ON u.seq = f.user_seq "
+                                     "WHERE u.group_seq = ?", (group_seq,)).fetchone()[0]
+            if faces > BACKGROUND_DELETE_THRESHOLD:
+                conn.execute("UPDATE groups SET deleting_until = ? WHERE seq = ?",
+                             (now + faces / BACKGROUND_DELETE_RATE, group_seq))
+            else:
+                conn.execute("DELETE FROM groups WHERE seq = ?", (group_seq,))
+        return Ack(_new_log_id())
+
+    @_translate_db_errors
+    def group_getlist(self, start: int = 0, length: int = DEFAULT_PAGE_LENGTH) -> IdPage:
+        first, count = _page(start, length)
+        with self._read() as conn:
+            rows = conn.execute("SELECT group_id FROM groups WHERE deleting_until IS NULL "
+                                "ORDER BY seq LIMIT ? OFFSET ?", (count, first)).fetchall()
+        return IdPage(tuple(row[0] for row in rows), _new_log_id())
+
+    @_translate_db_errors
+    def detect(self, image: Image) -> Detection:
+        """One face per accepted image; its token becomes usable as a FACE_TOKEN image."""
+        face_token = self._resolve_image(image)
+        with self._write() as conn:
+            conn.execute("INSERT OR IGNORE INTO known_tokens (face_token) VALUES (?)", (face_token,))
+        return Detection((DetectedFace(face_token, location_for(face_token), 1.0),), _new_log_id())
+
+    # ---- background deletion ----
+
+    @staticmethod
+    def _purge(conn: sqlite3.Connection, now: float) -> None:
+        """Drop groups whose background deletion has run its course (faces and users cascade)."""
+        conn.execute("DELETE FROM groups WHERE deleting_until IS NOT NULL AND deleting_until <= ?", (now,))
+
+    def _purge_finished_deletions(self) -> None:
+        now = self._clock()
+        with self._read() as conn:
+            due = conn.execute("SELECT 1 FROM groups WHERE deleting_until <= ? LIMIT 1", (now,)).fetchone()
+        if due:
+            with self._write() as conn:
+                self._purge(conn, now)
+
+    # ---- introspection (emulator admin view, tests) ----
+
+    @_translate_db_errors
+    def counts(self) -> LibraryCounts:
+        """Live groups, and the users and faces in them (groups being deleted are left out)."""
+        with self._read() as conn:
+            groups, users, faces = conn.execute(
+                "SELECT (SELECT count(*) FROM groups WHERE deleting_until IS NULL), "
+                "(SELECT count(*) FROM users u JOIN groups g ON g.seq = u.group_seq "
+                " WHERE g.deleting_until IS NULL), "
+                "(SELECT count(*) FROM faces f JOIN users u ON u.seq = f.user_seq "
+                " JOIN groups g ON g.seq = u.group_seq WHERE g.deleting_until IS NULL)").fetchone()
+            known = conn.execute("SELECT count(*) FROM known_tokens").fetchone()[0]
+        return LibraryCounts(groups, users, faces, known)
+
+    @_translate_db_errors
+    def consistency_problems(self) -> list[str]:
+        """Invariants the contract implies: every user has a face, no face or user without a parent."""
+        checks = {
+            "users without faces": "SELECT count(*) FROM users u WHERE NOT EXISTS "
+                                   "(SELECT 1 FROM faces f WHERE f.user_seq = u.seq)",
+            "faces without a user": "SELECT count(*) FROM faces f WHERE NOT EXISTS "
+                                    "(SELECT 1 FROM users u WHERE u.seq = f.user_seq)",
+            "users without a group": "SELECT count(*) FROM users u WHERE NOT EXISTS "
+                                     "(SELECT 1 FROM groups g WHERE g.seq = u.group_seq)",
+            "faces not in known_tokens": "SELECT count(*) FROM faces f WHERE NOT EXISTS "
+                                         "(SELECT 1 FROM known_tokens k WHERE k.face_token = f.face_token)",
+        }
+        with self._read() as conn:
+            found = {name: conn.execute(sql).fetchone()[0] for name, sql in checks.items()}
+        return [f"{count} {name}" for name, count in found.items() if count]
