@@ -1,0 +1,129 @@
+"""Semantic checks: what JSON Schema cannot say, as pure functions from expanded entries to diagnostics.
+
+Ids follow the API's rules (charset, byte lengths, the reserved lock group); one person has one
+user_info everywhere; a user appears once per group. Warnings flag what works but is probably a
+mistake: more than 20 faces on a user (Baidu's current cap), user_ids longer than 48 bytes (the limit
+some endpoints still apply), groups with no users (prune would empty them).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from facesync.manifest.diagnostics import Diagnostic, error, warning
+from facesync.model import LOCK_GROUP_ID, DesiredImage, Origin
+
+_ID = re.compile(r"[A-Za-z0-9_]+")
+GROUP_ID_MAX = 48
+USER_ID_MAX = 128
+USER_ID_PORTABLE = 48
+USER_INFO_MAX = 256
+FACES_PER_USER_CAP = 20
+
+
+@dataclass
+class Entry:
+    """One user of one group, as the manifest wrote it (a group's users, a person, or a folder)."""
+
+    group_id: str
+    user_id: str
+    user_info: str | None
+    images: list[DesiredImage]
+    quality_control: str | None
+    liveness_control: str | None
+    origin: Origin
+    path: str
+    image_paths: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GroupDecl:
+    group_id: str
+    prune: bool | None
+    protected: bool
+    origin: Origin
+    path: str
+
+
+def group_id_problems(group_id: str, origin: Origin, path: str) -> list[Diagnostic]:
+    if not _ID.fullmatch(group_id):
+        return [error(origin, path, f"invalid group_id {group_id!r}: only A-Z, a-z, 0-9 and _ are allowed",
+                      "rename the group, e.g. " + repr(re.sub(r"[^A-Za-z0-9_]", "_", group_id) or "staff"))]
+    size = len(group_id.encode())
+    if size > GROUP_ID_MAX:
+        return [error(origin, path, f"group_id {group_id!r} is {size} bytes long; the limit is {GROUP_ID_MAX}")]
+    if group_id == LOCK_GROUP_ID:
+        return [error(origin, path, f"group_id '{LOCK_GROUP_ID}' is reserved for facesync's apply lock",
+                      "choose another name")]
+    return []
+
+
+def user_id_problems(user_id: str, origin: Origin, path: str) -> list[Diagnostic]:
+    if not _ID.fullmatch(user_id):
+        return [error(origin, path, f"invalid user_id {user_id!r}: only A-Z, a-z, 0-9 and _ are allowed",
+                      "rename the user, e.g. " + repr(re.sub(r"[^A-Za-z0-9_]", "_", user_id) or "user1"))]
+    size = len(user_id.encode())
+    if size > USER_ID_MAX:
+        return [error(origin, path, f"user_id {user_id[:20]!r}... is {size} bytes long; the limit is {USER_ID_MAX}")]
+    if size > USER_ID_PORTABLE:
+        return [warning(origin, path, f"user_id {user_id[:20]!r}... is {size} bytes long; some API endpoints "
+                        f"accept only {USER_ID_PORTABLE}", "prefer user_ids of at most 48 bytes")]
+    return []
+
+
+def user_info_problems(user_info: str | None, origin: Origin, path: str) -> list[Diagnostic]:
+    if user_info is None:
+        return []
+    size = len(user_info.encode("utf-8"))
+    if size > USER_INFO_MAX:
+        return [error(origin, path, f"user_info is {size} bytes (UTF-8); the limit is {USER_INFO_MAX}",
+                      "shorten it; keep long details elsewhere and store a key here")]
+    return []
+
+
+def entry_problems(entries: Iterable[Entry], groups: dict[str, GroupDecl]) -> list[Diagnostic]:
+    """Cross-entry checks: unknown groups, a user twice in a group, conflicting user_info, faces."""
+    found: list[Diagnostic] = []
+    seen: dict[tuple[str, str], Entry] = {}
+    info_of: dict[str, Entry] = {}
+    populated: set[str] = set()
+    for entry in entries:
+        if entry.group_id not in groups:
+            found.append(error(entry.origin, entry.path,
+                               f"group '{entry.group_id}' is not defined under groups",
+                               _suggest(entry.group_id, groups) or "add it under groups: (it may be empty)"))
+            continue
+        populated.add(entry.group_id)
+        key = (entry.group_id, entry.user_id)
+        first = seen.get(key)
+        if first is not None:
+            found.append(error(entry.origin, entry.path,
+                               f"user '{entry.user_id}' is listed twice in group '{entry.group_id}' "
+                               f"(first at {first.origin})", "list each user once per group"))
+            continue
+        seen[key] = entry
+        if entry.user_info is not None:
+            other = info_of.setdefault(entry.user_id, entry)
+            if other is not entry and other.user_info != entry.user_info:
+                found.append(error(entry.origin, entry.path,
+                                   f"conflicting user_info for user '{entry.user_id}': {entry.user_info!r} here, "
+                                   f"{other.user_info!r} at {other.origin}",
+                                   "one person has one user_info: list them once under people: with groups: [...]"))
+        if len(entry.images) > FACES_PER_USER_CAP:
+            found.append(warning(entry.origin, entry.path,
+                                 f"user '{entry.user_id}' has {len(entry.images)} faces; Baidu currently accepts "
+                                 f"at most {FACES_PER_USER_CAP} per user", "keep the best 20"))
+    for group in groups.values():
+        if group.group_id not in populated:
+            found.append(warning(group.origin, group.path, f"group '{group.group_id}' has no users",
+                                 "with prune on, apply removes every user the library has in it"))
+    return found
+
+
+def _suggest(word: str, choices) -> str | None:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"did you mean '{close[0]}'?" if close else None

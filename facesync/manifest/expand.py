@@ -1,0 +1,337 @@
+"""A manifest file and everything it names (included files, globs, folders) → ``Desired``.
+
+Two passes, each reporting every problem it finds: first every file is parsed and checked against
+the schema (a structure error there would make the rest guesswork), then the content is expanded and
+checked (ids, files, duplicates). No network, no API call.
+
+Choices where the format leaves room:
+- relative paths (images, folders, includes) are relative to the file that writes them; everything
+  must stay inside the main manifest's folder;
+- ``include`` globs are sorted, must each match a file, may nest; a file reached twice is read once;
+  a cycle is an error;
+- a group is defined in one place; people may name groups defined in any file;
+- users of a group come in the order written: its ``users``, then its ``sources``, then ``people``;
+- a folder source's user_info file is read as UTF-8 with surrounding whitespace removed.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+
+from facesync.manifest import checks, files, schema
+from facesync.manifest.checks import Entry, GroupDecl
+from facesync.manifest.diagnostics import Diagnostic, error, sort_key
+from facesync.manifest.loader import format_path, parse, position
+from facesync.model import Desired, DesiredGroup, DesiredImage, DesiredUser, ImageKind, Origin, Policy
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _names(folder: str, *, dirs: bool) -> list[str]:
+    """Sorted names of the visible subfolders (or files) of ``folder``."""
+    with os.scandir(folder) as listing:
+        return sorted(e.name for e in listing if not e.name.startswith(".") and (e.is_dir() if dirs else e.is_file()))
+
+
+class _Doc:
+    """One parsed file: ``shown`` names it in messages, ``base_dir`` anchors its relative paths."""
+
+    def __init__(self, shown: str, real: str, data, raw: bytes):
+        self.shown = shown
+        self.real = real
+        self.base_dir = os.path.dirname(real)
+        self.data = data
+        self.raw = raw
+
+    def origin(self, path: tuple, *, at_key: bool = False) -> Origin:
+        line, column = position(self.data, path, at_key=at_key)
+        return Origin(self.shown, line, column)
+
+
+class Expansion:
+    def __init__(self, manifest_path: str, *, hash_images: bool):
+        self.manifest_path = manifest_path
+        self.hash_images = hash_images
+        self.root = os.path.dirname(os.path.realpath(manifest_path))
+        self.display_dir = os.path.dirname(manifest_path)
+        self.diagnostics: list[Diagnostic] = []
+        self.docs: list[_Doc] = []
+        self.loaded: set[str] = set()
+        self.groups: dict[str, GroupDecl] = {}
+        self.entries: list[Entry] = []
+        self.people: dict[str, Origin] = {}
+        self.image_cache: dict[str, files.ImageFile | files.FileProblem] = {}
+
+    # -- pass 1: files, syntax, schema -----------------------------------------------------------------
+
+    def shown(self, real: str) -> str:
+        return os.path.join(self.display_dir, os.path.relpath(real, self.root))
+
+    def read_all(self) -> None:
+        real = os.path.realpath(self.manifest_path)
+        self.read(real, self.manifest_path, "manifest", ())
+
+    def read(self, real: str, shown: str, kind: str, stack: tuple[str, ...]) -> None:
+        self.loaded.add(real)
+        try:
+            with open(real, "rb") as handle:
+                raw = handle.read()
+        except OSError as problem:
+            self.diagnostics.append(error(Origin(shown, 1, 1), "", f"cannot read {shown}: {problem.strerror}"))
+            return
+        parsed = parse(raw, shown)
+        self.diagnostics.extend(parsed.diagnostics)
+        if parsed.diagnostics:
+            return
+        doc = _Doc(shown, real, parsed.data, raw)
+        self.docs.append(doc)
+        problems = schema.check(parsed.data, shown, kind)
+        self.diagnostics.extend(problems)
+        if isinstance(doc.data, dict) and isinstance(doc.data.get("include"), list):
+            self.follow_includes(doc, (*stack, real))
+
+    def follow_includes(self, doc: _Doc, stack: tuple[str, ...]) -> None:
+        for index, pattern in enumerate(doc.data["include"]):
+            if not isinstance(pattern, str) or not pattern:
+                continue
+            where = ("include", index)
+            origin = doc.origin(where)
+            try:
+                matches = self.paths(doc, pattern, origin, format_path(where), what="include")
+            except files.FileProblem as problem:
+                self.diagnostics.append(error(origin, format_path(where), problem.message, problem.hint))
+                continue
+            for real in matches:
+                if real in stack:
+                    cycle = " -> ".join(self.shown(p) for p in (*stack[stack.index(real):], real))
+                    self.diagnostics.append(error(origin, format_path(where), f"include cycle: {cycle}",
+                                                  "an included file cannot include its includer"))
+                elif real not in self.loaded:
+                    self.read(real, self.shown(real), "fragment", stack)
+
+    def paths(self, doc: _Doc, pattern: str, origin: Origin, where: str, *, what: str) -> list[str]:
+        """Real paths for a path or glob written in ``doc``; a glob must match at least one file."""
+        if "\0" in pattern or not glob.has_magic(pattern):
+            return [files.inside(self.root, doc.base_dir, pattern)]
+        if os.path.isabs(pattern):
+            raise files.FileProblem(f"absolute path {pattern!r} is not allowed",
+                                    "write paths relative to the manifest, inside its folder")
+        matches = sorted(m for m in glob.glob(pattern, root_dir=doc.base_dir)
+                         if os.path.isfile(os.path.join(doc.base_dir, m)))
+        if not matches:
+            raise files.FileProblem(f"{what} glob {pattern!r} matches no file",
+                                    "check the pattern; globs are relative to the file that writes them")
+        return [files.inside(self.root, doc.base_dir, m) for m in matches]
+
+    # -- pass 2: content -------------------------------------------------------------------------------
+
+    def expand_all(self) -> None:
+        main = self.docs[0].data
+        defaults = main.get("defaults") or {}
+        self.default_qc = defaults.get("quality_control")
+        self.default_lc = defaults.get("liveness_control")
+        for doc in self.docs:
+            self.expand_groups(doc)
+        for doc in self.docs:
+            self.expand_people(doc)
+        self.diagnostics.extend(checks.entry_problems(self.entries, self.groups))
+
+    def expand_groups(self, doc: _Doc) -> None:
+        for group_id, body in (doc.data.get("groups") or {}).items():
+            where = ("groups", group_id)
+            origin = doc.origin(where, at_key=True)
+            path = format_path(where)
+            self.diagnostics.extend(checks.group_id_problems(group_id, origin, path))
+            if group_id in self.groups:
+                self.diagnostics.append(error(origin, path, f"group '{group_id}' is defined twice "
+                                              f"(first at {self.groups[group_id].origin})",
+                                              "define each group once; people can join it from any file"))
+                continue
+            body = body or {}
+            self.groups[group_id] = GroupDecl(group_id, body.get("prune"), bool(body.get("protected")), origin, path)
+            for user_id, user in (body.get("users") or {}).items():
+                self.add_entries(doc, (*where, "users", user_id), user_id, user, [group_id])
+            for index, source in enumerate(body.get("sources") or []):
+                self.expand_folder(doc, (*where, "sources", index), group_id, source)
+
+    def expand_people(self, doc: _Doc) -> None:
+        for user_id, person in (doc.data.get("people") or {}).items():
+            where = ("people", user_id)
+            origin = doc.origin(where, at_key=True)
+            if user_id in self.people:
+                self.diagnostics.append(error(origin, format_path(where), f"person '{user_id}' is listed twice "
+                                              f"(first at {self.people[user_id]})", "list each person once"))
+                continue
+            self.people[user_id] = origin
+            group_ids: list[str] = []
+            for index, group_id in enumerate(person["groups"]):
+                if group_id in group_ids:
+                    self.diagnostics.append(error(doc.origin((*where, "groups", index)),
+                                                  format_path((*where, "groups", index)),
+                                                  f"group '{group_id}' is listed twice for person '{user_id}'"))
+                else:
+                    group_ids.append(group_id)
+            self.add_entries(doc, where, user_id, person, group_ids)
+
+    def add_entries(self, doc: _Doc, where: tuple, user_id: str, user: dict, group_ids: list[str]) -> None:
+        origin = doc.origin(where, at_key=True)
+        path = format_path(where)
+        self.diagnostics.extend(checks.user_id_problems(user_id, origin, path))
+        user_info = user.get("user_info")
+        self.diagnostics.extend(checks.user_info_problems(user_info, doc.origin((*where, "user_info")),
+                                                          format_path((*where, "user_info"))))
+        images, image_paths = self.expand_images(doc, (*where, "images"), user["images"])
+        for group_id in group_ids:
+            self.entries.append(Entry(group_id, user_id, user_info, images, user.get("quality_control"),
+                                      user.get("liveness_control"), origin, path, image_paths))
+
+    def expand_images(self, doc: _Doc, where: tuple, items: list) -> tuple[list[DesiredImage], list[str]]:
+        images: list[DesiredImage] = []
+        paths: list[str] = []
+        seen: dict[str, str] = {}
+        for index, item in enumerate(items):
+            spot = (*where, index)
+            origin = doc.origin(spot)
+            path = format_path(spot)
+            if isinstance(item, dict) and "url" in item:
+                found = [DesiredImage(ImageKind.URL, item["url"], origin=origin)]
+            elif isinstance(item, dict) and "face_token" in item:
+                token = item["face_token"]
+                found = [DesiredImage(ImageKind.FACE_TOKEN, token, face_token=token, origin=origin)]
+            else:
+                literal = isinstance(item, dict)
+                written = item["path"] if literal else item
+                try:
+                    reals = ([files.inside(self.root, doc.base_dir, written)] if literal
+                             else self.paths(doc, written, origin, path, what="image"))
+                except files.FileProblem as problem:
+                    self.diagnostics.append(error(origin, path, problem.message, problem.hint))
+                    continue
+                found = [image for image in (self.file_image(real, origin, path) for real in reals) if image]
+            for image in found:
+                key = image.sha256 or image.path or f"{image.kind.value}:{image.source}"
+                if key in seen:
+                    self.diagnostics.append(error(origin, path, f"image {image.source!r} is listed twice for "
+                                                  f"this user (same as {seen[key]})", "remove the duplicate"))
+                    continue
+                seen[key] = image.source
+                images.append(image)
+                paths.append(path)
+        return images, paths
+
+    def file_image(self, real: str, origin: Origin, path: str) -> DesiredImage | None:
+        source = os.path.relpath(real, self.root).replace(os.sep, "/")
+        result = self.image_cache.get(real)
+        if result is None:
+            try:
+                result = files.inspect_image(real, source, hash_images=self.hash_images)
+            except files.FileProblem as problem:
+                result = problem
+            self.image_cache[real] = result
+        if isinstance(result, files.FileProblem):
+            self.diagnostics.append(error(origin, path, result.message, result.hint))
+            return None
+        return DesiredImage(ImageKind.FILE, source, path=real, sha256=result.sha256, origin=origin)
+
+    def expand_folder(self, doc: _Doc, where: tuple, group_id: str, source: dict) -> None:
+        origin = doc.origin(where)
+        path = format_path(where)
+        try:
+            folder = files.inside(self.root, doc.base_dir, source["folder"])
+        except files.FileProblem as problem:
+            self.diagnostics.append(error(origin, path, problem.message, problem.hint))
+            return
+        if not os.path.isdir(folder):
+            self.diagnostics.append(error(origin, path, f"folder {source['folder']!r} does not exist",
+                                          "a folder source names a folder with one subfolder per user"))
+            return
+        info_name = source.get("user_info_file")
+        try:
+            subfolders = _names(folder, dirs=True)
+        except OSError as problem:
+            self.diagnostics.append(error(origin, path, f"cannot list folder {source['folder']!r}: {problem.strerror}"))
+            return
+        for user_id in subfolders:
+            user_path = f"{path}[{user_id}]"
+            self.diagnostics.extend(checks.user_id_problems(user_id, origin, user_path))
+            user_dir = os.path.join(folder, user_id)
+            try:
+                names = [n for n in _names(user_dir, dirs=False) if n.lower().endswith(IMAGE_SUFFIXES)]
+            except OSError as problem:
+                self.diagnostics.append(error(origin, user_path, f"cannot list folder {user_id!r}: {problem.strerror}"))
+                continue
+            images = []
+            for name in names:
+                try:
+                    real = files.inside(self.root, user_dir, name)
+                except files.FileProblem as problem:
+                    self.diagnostics.append(error(origin, user_path, problem.message, problem.hint))
+                    continue
+                image = self.file_image(real, origin, user_path)
+                if image is not None:
+                    images.append(image)
+            if not names:
+                self.diagnostics.append(error(origin, user_path, f"folder {user_id!r} of {source['folder']!r} "
+                                              "holds no PNG, JPG, JPEG or BMP file",
+                                              "add the user's photos or remove the folder"))
+                continue
+            user_info = self.read_user_info(user_dir, info_name, origin, user_path)
+            self.diagnostics.extend(checks.user_info_problems(user_info, origin, user_path))
+            self.entries.append(Entry(group_id, user_id, user_info, images, source.get("quality_control"),
+                                      source.get("liveness_control"), origin, user_path, [user_path] * len(images)))
+
+    def read_user_info(self, user_dir: str, name: str | None, origin: Origin, path: str) -> str | None:
+        if not name:
+            return None
+        info_path = os.path.join(user_dir, name)
+        if not os.path.isfile(info_path):
+            return None
+        try:
+            with open(info_path, "rb") as handle:
+                return handle.read(4096).decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as problem:
+            self.diagnostics.append(error(origin, path, f"cannot read {name} of user folder: {problem}",
+                                          "user_info files are UTF-8 text"))
+            return None
+
+    # -- result ----------------------------------------------------------------------------------------
+
+    def desired(self) -> Desired:
+        main = self.docs[0].data
+        settings = main.get("policy") or {}
+        prune = settings.get("prune", True)
+        protected = set(settings.get("protected_groups") or ())
+        protected.update(g.group_id for g in self.groups.values() if g.protected)
+        policy = Policy(
+            prune=prune,
+            delete_unlisted_groups=settings.get("delete_unlisted_groups", False),
+            max_delete_share=float(settings.get("max_delete_share", 0.3)),
+            delete_threshold_min=settings.get("delete_threshold_min", 10),
+            protected_groups=frozenset(protected),
+        )
+        members: dict[str, list[DesiredUser]] = {group_id: [] for group_id in self.groups}
+        for entry in self.entries:
+            members[entry.group_id].append(DesiredUser(
+                entry.user_id, tuple(entry.images), entry.user_info,
+                entry.quality_control or self.default_qc or "NONE",
+                entry.liveness_control or self.default_lc or "NONE", entry.origin))
+        groups = tuple(
+            DesiredGroup(g.group_id, tuple(members[g.group_id]), prune if g.prune is None else g.prune, g.origin)
+            for g in self.groups.values())
+        return Desired(groups, policy, main.get("target"), self.manifest_path, self.digest())
+
+    def digest(self) -> str:
+        """sha256 over every file's path (relative to the manifest's folder) and bytes, sorted by path."""
+        digest = hashlib.sha256()
+        for relative, raw in sorted((os.path.relpath(d.real, self.root).replace(os.sep, "/"), d.raw)
+                                    for d in self.docs):
+            digest.update(f"{relative}\0{len(raw)}\0".encode())
+            digest.update(raw)
+        return digest.hexdigest()
+
+    def sorted_diagnostics(self) -> list[Diagnostic]:
+        return sorted(self.diagnostics, key=sort_key)
+
+
