@@ -1,0 +1,224 @@
+"""The token cache: what resolve learned about images, so that the next plan needs no call and no read.
+
+Two facts are kept, per target (face_tokens of one library mean nothing to another):
+
+- content sha256 → face_token (and URL → face_token), answered by ``detect`` or recorded by apply
+  from user/add;
+- (absolute path, size, mtime_ns) → sha256, so an unchanged file is not read again.
+
+Where: ``$FACESYNC_CACHE_DIR``, else ``$XDG_CACHE_HOME/facesync``, else ``~/.cache/facesync``; one
+SQLite file a target, ``tokens-<sha256(identity)[:16]>.sqlite3``. SQLite in WAL mode with a busy timeout
+lets two runs (a plan and an apply, two CI jobs) share the file. The cache only ever saves work: a
+corrupt file is moved aside and rebuilt, and a cache that cannot be written at all degrades to memory
+with a warning; neither stops a run.
+
+URL images are cached by their URL: a URL is taken to name fixed content (as content-addressed CDNs do).
+Change the URL, or delete the cache file, when the picture behind a URL changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 30_000
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS tokens (sha256 TEXT PRIMARY KEY, face_token TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS urls (url TEXT PRIMARY KEY, face_token TEXT NOT NULL)",
+    ("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+     " mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL)"),
+)
+IN_MEMORY = ":memory:"
+
+
+def cache_dir() -> Path:
+    """The documented place of the cache, by order of precedence."""
+    explicit = os.environ.get("FACESYNC_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "facesync"
+    return Path.home() / ".cache" / "facesync"
+
+
+def cache_path(identity: str, directory: str | os.PathLike | None = None) -> Path:
+    """The cache file of the library named ``identity`` (hashed: identities may hold URLs and paths)."""
+    digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
+    return Path(directory if directory is not None else cache_dir()) / f"tokens-{digest}.sqlite3"
+
+
+class TokenCache:
+    """A thread-safe view of one cache file. Every method answers or does nothing; none raises."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._db = self._open()
+
+    @classmethod
+    def for_target(cls, identity: str, directory: str | os.PathLike | None = None) -> TokenCache:
+        return cls(cache_path(identity, directory))
+
+    @classmethod
+    def in_memory(cls) -> TokenCache:
+        return cls(IN_MEMORY)
+
+    # -- content → face_token -------------------------------------------------------------------------
+
+    def token(self, sha256: str) -> str | None:
+        return self._one("SELECT face_token FROM tokens WHERE sha256 = ?", (sha256,))
+
+    def record(self, sha256: str, face_token: str) -> None:
+        """Remember that the image with this content hash is ``face_token`` in this library."""
+        self._write("INSERT OR REPLACE INTO tokens (sha256, face_token) VALUES (?, ?)", (sha256, face_token))
+
+    def url_token(self, url: str) -> str | None:
+        return self._one("SELECT face_token FROM urls WHERE url = ?", (url,))
+
+    def record_url(self, url: str, face_token: str) -> None:
+        self._write("INSERT OR REPLACE INTO urls (url, face_token) VALUES (?, ?)", (url, face_token))
+
+    # -- file → content hash --------------------------------------------------------------------------
+
+    def file_sha256(self, path: str, size: int, mtime_ns: int) -> str | None:
+        """The sha256 recorded for ``path`` if the file still has that size and mtime."""
+        return self._one("SELECT sha256 FROM files WHERE path = ? AND size = ? AND mtime_ns = ?",
+                         (os.path.abspath(path), size, mtime_ns))
+
+    def record_file(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
+        self._write("INSERT OR REPLACE INTO files (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)",
+                    (os.path.abspath(path), size, mtime_ns, sha256))
+
+    def record_upload(self, path: str, sha256: str, face_token: str) -> None:
+        """After uploading the file at ``path`` (content ``sha256``): the next plan neither reads nor detects it.
+
+        The file is stat'ed now, so call this right after the upload read it.
+        """
+        self.record(sha256, face_token)
+        try:
+            info = os.stat(path)
+        except OSError:
+            return
+        self.record_file(path, info.st_size, info.st_mtime_ns, sha256)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TokenCache({self.path!r})"
+
+    # -- storage --------------------------------------------------------------------------------------
+
+    def _one(self, sql: str, params: tuple) -> str | None:
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    row = self._db.execute(sql, params).fetchone()
+                    return row[0] if row else None
+                except sqlite3.DatabaseError as error:
+                    if attempt == 2 or not self._recover(error):
+                        return None
+        return None
+
+    def _write(self, sql: str, params: tuple) -> None:
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    self._db.execute(sql, params)
+                    return
+                except sqlite3.DatabaseError as error:
+                    if attempt == 2 or not self._recover(error):
+                        return
+
+    def _recover(self, error: sqlite3.DatabaseError) -> bool:
+        """After a failed statement: rebuild a corrupt file, then say whether retrying makes sense."""
+        if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+            log.warning("token cache %s is busy; going on without it for this lookup", self.path)
+            return False
+        log.warning("token cache %s is unreadable (%s); rebuilding it", self.path, error)
+        try:
+            self._db.close()
+        except sqlite3.Error:
+            pass
+        self._discard()
+        self._db = self._open()
+        return True
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path != IN_MEMORY:
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                return self._connect(self.path)
+            except sqlite3.DatabaseError as error:
+                if not _is_corruption(error):
+                    return self._fallback(error)
+                log.warning("token cache %s is corrupt (%s); rebuilding it", self.path, error)
+                self._discard()
+                try:
+                    return self._connect(self.path)
+                except (sqlite3.Error, OSError) as again:
+                    return self._fallback(again)
+            except OSError as error:
+                return self._fallback(error)
+        return self._connect(IN_MEMORY)
+
+    def _fallback(self, error: Exception) -> sqlite3.Connection:
+        log.warning("token cache %s cannot be used (%s); keeping tokens in memory for this run "
+                    "(set FACESYNC_CACHE_DIR to a writable folder)", self.path, error)
+        self.path = IN_MEMORY
+        return self._connect(IN_MEMORY)
+
+    @staticmethod
+    def _connect(path: str) -> sqlite3.Connection:
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if path != IN_MEMORY:
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = NORMAL")
+            for statement in _SCHEMA:
+                db.execute(statement)
+            db.execute("SELECT count(*) FROM tokens").fetchone()  # touch the file: corruption shows here
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    def _discard(self) -> None:
+        """Move a corrupt file aside (kept once, for a curious user) so a fresh one can be made."""
+        if self.path == IN_MEMORY:
+            return
+        for suffix in ("-wal", "-shm"):
+            try:
+                os.unlink(self.path + suffix)
+            except OSError:
+                pass
+        try:
+            os.replace(self.path, self.path + ".corrupt")
+        except OSError:
+            pass
+
+
+def _is_corruption(error: sqlite3.DatabaseError) -> bool:
+    text = str(error).lower()
+    return not isinstance(error, sqlite3.OperationalError) or any(
+        word in text for word in ("not a database", "malformed", "corrupt", "no such table", "no such column")
+    )

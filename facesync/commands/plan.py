@@ -1,0 +1,103 @@
+"""``facesync plan``: what apply would do, without changing anything.
+
+Exit codes follow Terraform's ``plan -detailed-exitcode``: without the flag, 0 whenever the plan was
+made (changes or not, safe or not); with it, 0 no changes, 2 changes, and 3 when the plan has changes
+that ``apply`` would refuse as unsafe without ``--force`` (so a scheduled drift check can tell "needs
+a review" from "routine changes"). 1 is always an error. An unsafe plan is also announced on stderr.
+
+``--out`` writes the JSON plan file whatever ``--format`` shows, atomically (a temporary file in the
+same folder, then a rename): a crash or a full disk never leaves a partial plan for ``apply`` to read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+
+import click
+
+from facesync.commands.options import concurrency_option, format_option, qps_option, target_option
+from facesync.errors import EXIT_CHANGES, EXIT_OK, EXIT_UNSAFE, ConfigError
+from facesync.plan import planfile
+from facesync.plan.ops import Plan
+from facesync.plan.render import render_json, render_markdown, render_text
+from facesync.workflow import plan_manifest
+
+log = logging.getLogger(__name__)
+
+
+def exit_code(plan: Plan, detailed: bool) -> int:
+    if not detailed or plan.empty:
+        return EXIT_OK
+    if plan.safety.unsafe and not plan.safety.forced:
+        return EXIT_UNSAFE
+    return EXIT_CHANGES
+
+
+def render(plan: Plan, fmt: str, *, color: bool) -> str:
+    if fmt == "json":
+        return render_json(plan)
+    if fmt == "markdown":
+        return render_markdown(plan)
+    return render_text(plan, color=color)
+
+
+def use_color(no_color: bool) -> bool:
+    """Colour only for a person: stdout is a terminal and NO_COLOR (https://no-color.org) is unset."""
+    return not no_color and not os.environ.get("NO_COLOR") and sys.stdout.isatty()
+
+
+def write_atomically(path: str, text: str) -> None:
+    """``path`` holds either its old content or all of ``text``, never a part."""
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = None
+    try:
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, prefix=".plan-", suffix=".tmp",
+                                         delete=False) as handle:
+            temporary = handle.name
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        if temporary is not None and os.path.exists(temporary):
+            os.unlink(temporary)
+        if not isinstance(error, OSError):
+            raise
+        raise ConfigError(f"cannot write the plan file {path}: {error.strerror or error}",
+                          hint="give --out a path in a folder that exists and is writable") from None
+
+
+@click.command("plan")
+@click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
+@target_option
+@format_option
+@click.option("--out", "out", metavar="PLAN.json", type=click.Path(dir_okay=False), default=None,
+              help="Also save the plan as JSON, for `facesync apply PLAN.json` (whatever --format shows).")
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 no changes, 2 changes, 3 changes that apply would refuse as unsafe.")
+@click.option("--group", "-g", "groups", metavar="G", multiple=True,
+              help="Plan only this group of the manifest (repeatable).")
+@click.option("--user", "-u", "users", metavar="U", multiple=True,
+              help="Plan only this user of the manifest (repeatable); other users are left alone.")
+@qps_option
+@concurrency_option
+@click.option("--no-color", is_flag=True, help="No colour even on a terminal (NO_COLOR does the same).")
+def command(manifest_path: str, target: str | None, fmt: str, out: str | None, detailed_exitcode: bool,
+            groups: tuple[str, ...], users: tuple[str, ...], qps: float | None, concurrency: int,
+            no_color: bool) -> int:
+    """Show the calls that would make the library match MANIFEST. Changes nothing."""
+    with plan_manifest(manifest_path, target=target, qps=qps, concurrency=concurrency, groups=groups,
+                       users=users) as run:
+        plan = run.plan
+    text = render(plan, fmt, color=use_color(no_color))
+    click.echo(text, nl=not text.endswith("\n"))
+    if out:
+        write_atomically(out, planfile.dump_plan(plan))
+        click.echo(f"Saved the plan to {out}; apply exactly it with: facesync apply {out}", err=True)
+    if plan.safety.unsafe and not plan.safety.forced:
+        log.warning("this plan is unsafe (%s): apply will refuse it without --force",
+                    "; ".join(plan.safety.reasons))
+    return exit_code(plan, detailed_exitcode)

@@ -1,0 +1,156 @@
+"""Live from the list endpoints: only what the manifest manages, every page once, the fewest calls.
+
+Calls, in two waves (the second needs the first's answers; each wave runs concurrently):
+
+1. ``group/getlist`` (all pages), then ``group/getusers`` (all pages) for each managed group that exists;
+2. ``face/getlist`` for each (group, user) that is both live and desired, and ``user/get`` with ``@ALL``
+   once for each distinct user_id whose user_info the manifest manages and that exists live in a
+   managed group (its memberships fill user_info in every managed group at once).
+
+Users that are only to be deleted get no face list (``face_tokens`` None); groups the manifest does not
+name are not read (their ids come with group/getlist, enough for ``delete_unlisted_groups``).
+
+Races with other writers are answered as the library now is: a group gone between getlist and getusers
+is absent; a user listed by getusers but gone by face/getlist (223103) is absent from that group, and
+one that user/get no longer finds anywhere is absent from every group.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from facesync import progress as progress_bars
+from facesync.api.errors import NotFoundError
+from facesync.api.protocol import ALL_GROUPS, FaceLibrary, iter_group_ids, iter_user_ids
+from facesync.model import Desired, Live, LiveGroup, LiveUser
+
+log = logging.getLogger(__name__)
+
+GROUP_MISSING = 223100
+USER_MISSING = 223103
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """What the manifest manages, as the lookups the refresh needs."""
+
+    desired_users: dict[str, frozenset[str]]  # group_id -> user_ids the manifest names in it
+    managed_info: frozenset[str]  # user_ids whose user_info is managed somewhere
+
+
+def _scope(desired: Desired) -> _Scope:
+    users = {group.group_id: frozenset(user.user_id for user in group.users) for group in desired.groups}
+    info = frozenset(user.user_id for group in desired.groups for user in group.users if user.user_info is not None)
+    return _Scope(users, info)
+
+
+def refresh(library: FaceLibrary, desired: Desired, *, concurrency: int = 8,
+            progress: bool | None = None) -> Live:
+    """What ``library`` holds within ``desired``'s scope."""
+    scope = _scope(desired)
+    with progress_bars.progress("Reading the library", enabled=progress) as bar, \
+            ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        bar.add_total(1)
+        group_ids = tuple(iter_group_ids(library))
+        bar.advance()
+        existing = set(group_ids)
+        managed = [group_id for group_id in scope.desired_users if group_id in existing]
+
+        bar.add_total(len(managed))
+        listed = _run(pool, {group_id: (lambda g=group_id: _users_of(library, g)) for group_id in managed}, bar)
+        members = {group_id: users for group_id, users in listed.items() if users is not None}
+
+        face_calls = {
+            (group_id, user_id): (lambda g=group_id, u=user_id: _faces_of(library, g, u))
+            for group_id, users in members.items()
+            for user_id in users if user_id in scope.desired_users[group_id]
+        }
+        live_ids = {user_id for users in members.values() for user_id in users}
+        info_calls = {
+            user_id: (lambda u=user_id: _memberships_of(library, u))
+            for user_id in sorted(scope.managed_info & live_ids)
+        }
+        bar.add_total(len(face_calls) + len(info_calls))
+        faces = _run(pool, face_calls, bar)
+        infos = _run(pool, info_calls, bar)
+
+    groups = {
+        group_id: LiveGroup(group_id, _live_users(group_id, users, faces, infos))
+        for group_id, users in members.items()
+    }
+    calls = 1 + len(managed) + len(face_calls) + len(info_calls)
+    log.info("read %d managed groups of %d with at least %d calls", len(groups), len(group_ids), calls)
+    return Live(group_ids=group_ids, groups=groups, identity=library.identity, fetched_at=time.time(),
+                source="refresh")
+
+
+def _live_users(group_id: str, user_ids: list[str], faces: dict, infos: dict) -> dict[str, LiveUser]:
+    users: dict[str, LiveUser] = {}
+    for user_id in user_ids:
+        face_tokens = faces.get((group_id, user_id), ())
+        if face_tokens is None:  # gone since getusers listed it
+            continue
+        user_info = None
+        if user_id in infos:
+            memberships = infos[user_id]
+            if memberships is None or group_id not in memberships:  # gone since getusers listed it
+                continue
+            user_info = memberships[group_id]
+        users[user_id] = LiveUser(user_id, face_tokens if (group_id, user_id) in faces else None, user_info)
+    return users
+
+
+def _users_of(library: FaceLibrary, group_id: str) -> list[str] | None:
+    try:
+        return list(iter_user_ids(library, group_id))
+    except NotFoundError as error:
+        if error.error_code == GROUP_MISSING:
+            return None
+        raise
+
+
+def _faces_of(library: FaceLibrary, group_id: str, user_id: str) -> tuple[str, ...] | None:
+    try:
+        return tuple(face.face_token for face in library.face_getlist(group_id, user_id).faces)
+    except NotFoundError as error:
+        if error.error_code in (USER_MISSING, GROUP_MISSING):
+            return None
+        raise
+
+
+def _memberships_of(library: FaceLibrary, user_id: str) -> dict[str, str] | None:
+    try:
+        record = library.user_get(ALL_GROUPS, user_id)
+    except NotFoundError as error:
+        if error.error_code == USER_MISSING:
+            return None
+        raise
+    return {membership.group_id: membership.user_info for membership in record.memberships}
+
+
+def _run(pool: ThreadPoolExecutor, calls: dict, bar: progress_bars.Progress) -> dict:
+    """Run every call on the pool; the first failure cancels what has not started and is raised."""
+    futures: dict[Future, object] = {}
+    for key, call in calls.items():
+        futures[pool.submit(_counted(call, bar))] = key
+    done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+    failed = next((future for future in done if future.exception() is not None), None)
+    if failed is not None:
+        for future in pending:
+            future.cancel()
+        wait(pending)
+        raise failed.exception()
+    return {futures[future]: future.result() for future in futures}
+
+
+def _counted(call: Callable, bar: progress_bars.Progress) -> Callable:
+    def run():
+        try:
+            return call()
+        finally:
+            bar.advance()
+    return run

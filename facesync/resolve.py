@@ -1,0 +1,230 @@
+"""Desired images → face_tokens, for exactly the images the diff needs, from the cache or from ``detect``.
+
+Which images: every image of a desired user whose user_id exists live in any managed group; the
+planner diffs their faces and looks among them for copy sources. Images of users that exist nowhere
+live are left without a token: user/add answers with it, so building a library costs no detect. The
+rule depends only on the manifest and the live library, never on the cache, so a fresh machine plans
+exactly what a warm one plans.
+
+How, for a file: (path, size, mtime_ns) → sha256 from the cache (no read), else read and hash; then
+sha256 → face_token from the cache, else ``detect`` (the same image always yields the same token) and
+record the answer. A URL is looked up by the URL, else detected by URL. Each distinct file or URL is
+resolved once, however many users name it. Images that ``detect`` refuses are all reported together,
+each with its manifest file:line and Baidu's code and log_id, before any change is made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+from facesync import progress as progress_bars
+from facesync.api.errors import ImageRejectedError
+from facesync.api.protocol import FaceLibrary, Image
+from facesync.cache import TokenCache
+from facesync.errors import FacesyncError
+from facesync.model import Desired, DesiredImage, ImageKind, Live
+
+log = logging.getLogger(__name__)
+
+MAX_ERRORS_SHOWN = 20
+
+
+class ImageResolveError(FacesyncError):
+    """One or more images could not be turned into a face_token (refused by detect, unreadable)."""
+
+    def __init__(self, problems: tuple[str, ...]):
+        shown = problems[:MAX_ERRORS_SHOWN]
+        more = len(problems) - len(shown)
+        lines = "\n".join(f"  {problem}" for problem in shown) + (f"\n  ... and {more} more" if more else "")
+        noun = "image" if len(problems) == 1 else "images"
+        super().__init__(f"{len(problems)} {noun} of the manifest cannot be used:\n{lines}",
+                         hint="replace or remove these images in the manifest; nothing was changed")
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveStats:
+    """What resolving cost: calls to ``detect``, image bytes read, images answered by the cache alone."""
+
+    images: int = 0
+    detect_calls: int = 0
+    bytes_read: int = 0
+    cache_hits: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    desired: Desired
+    stats: ResolveStats
+
+
+def resolve(desired: Desired, live: Live, library: FaceLibrary, cache: TokenCache, *,
+            concurrency: int = 8) -> Desired:
+    """``desired`` with face_token (and sha256, for files) filled in where the diff needs them."""
+    return resolve_images(desired, live, library, cache, concurrency=concurrency).desired
+
+
+def resolve_images(desired: Desired, live: Live, library: FaceLibrary, cache: TokenCache, *,
+                   concurrency: int = 8, progress: bool | None = None) -> Resolution:
+    """As ``resolve``, with the counts of what it cost; ``progress``: a bar on a terminal (None: if a tty)."""
+    wanted = _images_to_resolve(desired, live)
+    resolver = _Resolver(library, cache)
+    answers: dict = {}
+    if wanted:
+        stop = threading.Event()  # after an error that is not the image's (quota, auth): start no more calls
+        with progress_bars.progress("Resolving images", total=len(wanted), enabled=progress) as bar, \
+                ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(wanted)))) as pool:
+            def one(image: DesiredImage) -> DesiredImage | str | None:
+                if stop.is_set():
+                    return None
+                try:
+                    return resolver.resolve_one(image)
+                except BaseException:
+                    stop.set()
+                    raise
+                finally:
+                    bar.advance()
+            answers = dict(zip(wanted, pool.map(one, wanted.values())))
+    problems = tuple(answer for answer in answers.values() if isinstance(answer, str))
+    if problems:
+        raise ImageResolveError(problems)
+    resolved = {key: answer for key, answer in answers.items() if isinstance(answer, DesiredImage)}
+    stats = resolver.stats(len(wanted))
+    log.info("resolved %d images: %d from the cache, %d detect calls, %d bytes read",
+             stats.images, stats.cache_hits, stats.detect_calls, stats.bytes_read)
+    return Resolution(_fill(desired, live, resolved), stats)
+
+
+def _live_user_ids(live: Live) -> set[str]:
+    return {user_id for group in live.groups.values() for user_id in group.users}
+
+
+def _key(image: DesiredImage) -> tuple[str, str]:
+    return (image.kind.value, image.path or image.source)
+
+
+def _needs_token(image: DesiredImage) -> bool:
+    return image.face_token is None and image.kind is not ImageKind.FACE_TOKEN
+
+
+def _images_to_resolve(desired: Desired, live: Live) -> dict[tuple[str, str], DesiredImage]:
+    """One representative image per distinct file or URL that needs a token, in manifest order."""
+    live_ids = _live_user_ids(live)
+    wanted: dict[tuple[str, str], DesiredImage] = {}
+    for group in desired.groups:
+        for user in group.users:
+            if user.user_id in live_ids:
+                for image in user.images:
+                    if _needs_token(image):
+                        wanted.setdefault(_key(image), image)
+    return wanted
+
+
+def _fill(desired: Desired, live: Live, resolved: dict[tuple[str, str], DesiredImage]) -> Desired:
+    if not resolved:
+        return desired
+    live_ids = _live_user_ids(live)
+
+    def image(img: DesiredImage) -> DesiredImage:
+        answer = resolved.get(_key(img)) if _needs_token(img) else None
+        return img if answer is None else replace(img, sha256=answer.sha256, face_token=answer.face_token)
+
+    groups = tuple(
+        replace(group, users=tuple(
+            replace(user, images=tuple(image(img) for img in user.images)) if user.user_id in live_ids else user
+            for user in group.users))
+        for group in desired.groups)
+    return replace(desired, groups=groups)
+
+
+class _Resolver:
+    """Resolves one image at a time (from several threads); counts what it costs."""
+
+    def __init__(self, library: FaceLibrary, cache: TokenCache):
+        self.library = library
+        self.cache = cache
+        self._lock = threading.Lock()
+        self._detects = 0
+        self._bytes = 0
+        self._hits = 0
+
+    def stats(self, images: int) -> ResolveStats:
+        return ResolveStats(images, self._detects, self._bytes, self._hits)
+
+    def resolve_one(self, image: DesiredImage) -> DesiredImage | str:
+        """The image with its token, or a one-line problem naming where the manifest says it."""
+        try:
+            if image.kind is ImageKind.URL:
+                return self._url(image)
+            return self._file(image)
+        except ImageRejectedError as error:
+            return _problem(image, f"refused by detect: Baidu error {error.error_code} ({error.error_msg}),"
+                                   f" log_id {error.log_id}")
+        except OSError as error:  # other API errors (auth, quota, transport) stop the run as they are
+            return _problem(image, f"cannot be read: {error.strerror or error}")
+
+    def _url(self, image: DesiredImage) -> DesiredImage:
+        token = self.cache.url_token(image.source)
+        if token is not None:
+            self._count(hits=1)
+            return replace(image, face_token=token)
+        token = self._detect(Image.from_url(image.source))
+        self.cache.record_url(image.source, token)
+        return replace(image, face_token=token)
+
+    def _file(self, image: DesiredImage) -> DesiredImage:
+        path = os.path.abspath(image.path or image.source)
+        sha256 = image.sha256
+        if sha256 is None:
+            info = os.stat(path)
+            sha256 = self.cache.file_sha256(path, info.st_size, info.st_mtime_ns)
+            if sha256 is None:
+                data = self._read(path)
+                sha256 = hashlib.sha256(data).hexdigest()
+                self.cache.record_file(path, info.st_size, info.st_mtime_ns, sha256)
+                return self._token_for(image, sha256, data)
+        return self._token_for(image, sha256, None)
+
+    def _token_for(self, image: DesiredImage, sha256: str, data: bytes | None) -> DesiredImage:
+        token = self.cache.token(sha256)
+        if token is not None:
+            if data is None:
+                self._count(hits=1)
+            return replace(image, sha256=sha256, face_token=token)
+        if data is None:
+            data = self._read(os.path.abspath(image.path or image.source))
+            sha256 = hashlib.sha256(data).hexdigest()  # the bytes sent to detect are the truth
+        token = self._detect(Image.from_bytes(data))
+        self.cache.record(sha256, token)
+        return replace(image, sha256=sha256, face_token=token)
+
+    def _read(self, path: str) -> bytes:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        self._count(read=len(data))
+        return data
+
+    def _detect(self, image: Image) -> str:
+        self._count(detects=1)
+        detection = self.library.detect(image)
+        if not detection.faces:
+            raise ImageRejectedError(222202, "pic not has face", detection.log_id)
+        return detection.faces[0].face_token
+
+    def _count(self, *, detects: int = 0, read: int = 0, hits: int = 0) -> None:
+        with self._lock:
+            self._detects += detects
+            self._bytes += read
+            self._hits += hits
+
+
+def _problem(image: DesiredImage, what: str) -> str:
+    where = f"{image.origin}: " if image.origin is not None else ""
+    return f"{where}{image.source} {what}"
+
+

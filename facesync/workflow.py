@@ -1,0 +1,119 @@
+"""The plan pipeline shared by ``plan`` and ``apply``: manifest → target → refresh → resolve → Plan.
+
+Order matters for cost: the manifest is narrowed (``--group``/``--user``) before anything is read, the
+library is read before images are resolved (only users that exist live need face_tokens), and the
+opened library and token cache are handed back in ``PlannedRun`` so that ``apply`` runs the plan on the
+same connection and records the tokens user/add returns into the same cache. The caller closes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from facesync import manifest
+from facesync.api.protocol import FaceLibrary
+from facesync.cache import TokenCache
+from facesync.model import Desired, Live
+from facesync.plan.ops import Plan
+from facesync.plan.planner import make_plan, narrow
+from facesync.refresh import refresh
+from facesync.resolve import ResolveStats, resolve_images
+from facesync.targets import REMOTE_DEFAULT_QPS, TargetSpec, choose_target, open_target
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A plan with everything it was made from, and the open library and cache to apply it with."""
+
+    desired: Desired  # narrowed and resolved
+    live: Live
+    plan: Plan
+    library: FaceLibrary
+    target: TargetSpec
+    cache: TokenCache
+    resolve_stats: ResolveStats = field(default_factory=ResolveStats)
+    warnings: tuple = ()
+
+    def close(self) -> None:
+        self.cache.close()
+        close_library(self.library)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load_desired(manifest_path: str, *, groups: tuple[str, ...] = (), users: tuple[str, ...] = ()
+                 ) -> tuple[Desired, tuple]:
+    """The manifest, checked (``ManifestError`` on any error) and narrowed; its warnings are logged.
+
+    Files are not hashed here: resolve hashes only the images the diff needs, through the cache.
+    """
+    loaded = manifest.load(manifest_path, hash_images=False)
+    if loaded.warnings:
+        log.warning("%s", manifest.render_diagnostics(loaded.warnings, "text").rstrip())
+    desired = narrow(loaded.desired, set(groups) if groups else None, set(users) if users else None)
+    return desired, loaded.warnings
+
+
+def estimate_qps(spec: TargetSpec, qps: float | None) -> float | None:
+    """The rate the plan's time estimate assumes: the flag, else the remote default; local has no limit."""
+    if qps is not None:
+        return qps
+    return None if spec.is_local else REMOTE_DEFAULT_QPS
+
+
+def open_cache(library: FaceLibrary) -> TokenCache:
+    """The token cache of ``library`` (one a target, at the documented place)."""
+    return TokenCache.for_target(library.identity)
+
+
+def close_library(library: FaceLibrary) -> None:
+    close = getattr(library, "close", None)
+    if callable(close):
+        close()
+
+
+def plan_desired(desired: Desired, library: FaceLibrary, cache: TokenCache, *, qps: float | None = None,
+                 concurrency: int = 8, force: bool = False, progress: bool | None = None,
+                 live: Live | None = None) -> tuple[Desired, Live, Plan, ResolveStats]:
+    """refresh → resolve → make_plan against an open library: the part ``apply`` may re-run.
+
+    ``live``: a state read earlier (a snapshot) instead of a refresh; ``library`` then only answers
+    ``detect`` for images the cache does not know.
+    """
+    if live is None:
+        live = refresh(library, desired, concurrency=concurrency, progress=progress)
+    resolution = resolve_images(desired, live, library, cache, concurrency=concurrency, progress=progress)
+    plan = make_plan(resolution.desired, live, qps=qps, force=force)
+    return resolution.desired, live, plan, resolution.stats
+
+
+def plan_manifest(manifest_path: str, *, target: str | None = None, qps: float | None = None,
+                  concurrency: int = 8, groups: tuple[str, ...] = (), users: tuple[str, ...] = (),
+                  force: bool = False, progress: bool | None = None) -> PlannedRun:
+    """Everything ``facesync plan`` does before rendering; the caller closes the returned run."""
+    desired, warnings = load_desired(manifest_path, groups=groups, users=users)
+    spec = choose_target(target, desired.target)
+    library = open_target(spec, qps=qps, concurrency=concurrency)
+    cache = None
+    try:
+        cache = open_cache(library)
+        resolved, live, plan, stats = plan_desired(
+            desired, library, cache, qps=estimate_qps(spec, qps), concurrency=concurrency, force=force,
+            progress=progress)
+    except BaseException:
+        if cache is not None:
+            cache.close()
+        close_library(library)
+        raise
+    return PlannedRun(resolved, live, plan, library, spec, cache, stats, warnings)
