@@ -34,12 +34,18 @@ def redact(text: str) -> str:
 
 class _RedactingFormatter(logging.Formatter):
     def __init__(self, as_json: bool):
-        super().__init__("%(levelname)s %(name)s: %(message)s")
+        super().__init__()
         self.as_json = as_json
 
     def format(self, record: logging.LogRecord) -> str:
-        if not self.as_json:
-            return redact(super().format(record))
+        if not self.as_json:  # people read "warning: ...": logger names only help when debugging
+            prefix = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+            if record.levelno <= logging.DEBUG:
+                prefix += f"{record.name}: "
+            text = prefix + record.getMessage()
+            if record.exc_info:
+                text += "\n" + self.formatException(record.exc_info)
+            return redact(text)
         entry = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
             "level": record.levelname.lower(),

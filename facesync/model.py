@@ -60,12 +60,15 @@ class DesiredUser:
 
 @dataclass(frozen=True, slots=True)
 class DesiredGroup:
-    """A managed group. ``prune``: remove users the manifest does not name (and faces of named users)."""
+    """A managed group. ``prune``: remove users the manifest does not name (and faces of named users).
+    ``scope_users``: set by ``plan.narrow`` (``--user``): only these users are managed; others are left
+    alone, never pruned."""
 
     group_id: str
     users: tuple[DesiredUser, ...]
     prune: bool = True
     origin: Origin | None = field(default=None, compare=False)
+    scope_users: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,6 +118,7 @@ class Safety:
     max_share: float = 0.3
     threshold_min: int = 10
     reasons: tuple[str, ...] = ()  # why the plan is unsafe; empty when safe
+    forced: bool = False  # planned with --force: unsafe reasons are shown but do not stop apply
 
     @property
     def unsafe(self) -> bool:
@@ -133,6 +134,8 @@ class Plan:
     live_source: str = "refresh"  # or "snapshot FILE taken at ..."
     created_at: str = ""  # ISO 8601, UTC
     notes: tuple[str, ...] = field(default=())  # what the reader should know: skipped groups, etc.
+    qps: float | None = None  # the rate the time estimate assumes (None: no limit, no estimate)
+    protected_groups: tuple[str, ...] = ()  # the policy's protected groups: apply refuses to delete them
 
     @property
     def calls(self) -> int:

@@ -1,0 +1,420 @@
+"""The diff: ``(Desired, Live) -> Plan``, pure and deterministic (same inputs, identical plan).
+
+Set algebra over face_tokens, one pass over the faces, no I/O. Choices where the design is silent:
+
+- Cost rule for a user that exists: the incremental form (adds, then face deletes) costs
+  ``new + extra`` calls; the update form (``user/update`` with one face, then re-adds) costs the number
+  of faces the user ends with. The cheaper wins, the incremental form on a tie. The update form is the
+  only one when user_info changes and no face is added. Its single face is a kept face by FACE_TOKEN
+  when there is one (no upload, cannot fail on the image), else the first new image.
+- Every add sends the desired user_info (when managed): free, and whichever add creates a new user sets
+  it. Adds of one new user do not wait on each other (user/add creates the user when missing).
+  Re-adds of faces the user already had send quality_control/liveness_control NONE: they were accepted.
+- ``user/update`` resets user_info when none is sent (the contract's default is empty), so the update
+  form is used only for users whose user_info the manifest manages; the others get adds and deletes.
+- ``user/copy`` replaces the adds of a user that is new in a group when the same user_id has, in
+  another managed group, the same images (matched by face_token, file sha256 or source), user_info and
+  controls, at least two images (one image: an add costs the same and waits on nothing), and that
+  source ends exactly as the manifest says after adds/updates only (no face deletes: those run later).
+  Preferred source: in sync already, then converging, else one new group is built by adds and the
+  others copy from it. A copy waits on every operation of its source user.
+- A desired user with no images is removed (a user cannot exist without a face).
+- Safety unit: "records in scope" = users of managed groups + faces of the named users that exist +
+  unlisted groups that the policy would delete. Deletes = user deletes + face deletes + faces dropped
+  by an update and not re-added + group deletes. Unsafe when at least ``delete_threshold_min`` exist
+  and more than ``max_delete_share`` of them would go.
+- ``narrow`` (``--group``/``--user``) keeps only the named groups and users, turns off the deletion of
+  unlisted groups, and marks each kept group with ``scope_users`` so that prune removes only users of
+  the filter: users outside it are never touched. A narrowed group that has none of the users and does
+  not exist is not created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timezone
+
+from facesync.errors import ConfigError
+from facesync.model import (
+    LOCK_GROUP_ID,
+    Desired,
+    DesiredGroup,
+    DesiredImage,
+    DesiredUser,
+    ImageKind,
+    Live,
+    LiveUser,
+)
+from facesync.plan.ops import Expect, FaceSource, Operation, OpKind, Plan, Safety
+
+_NEW_GROUP = "group in manifest, missing"
+_UNLISTED_GROUP = "group not in manifest"
+_NEW_USER = "new user"
+_NEW_FACE = "new face"
+_READD = "re-add after update"
+_EXTRA_FACE = "face not in manifest"
+_EXTRA_USER = "user not in manifest"
+_NO_IMAGES = "user has no images in manifest"
+_NO_CONTROL = "NONE"
+
+# states of a user in one group, for choosing copy sources
+_SYNC, _CONVERGE, _NEW, _OTHER = 0, 1, 2, 3
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _face_source(image: DesiredImage) -> FaceSource:
+    return FaceSource(image.kind, image.source, image.path, image.face_token)
+
+
+def _token_source(token: str) -> FaceSource:
+    return FaceSource(ImageKind.FACE_TOKEN, token, None, token)
+
+
+class _Builder:
+    """Accumulates operations in their final order; indexes of creates and writes are known on append,
+    and nothing waits on a copy or a delete, so ``after`` is always final when an operation is made."""
+
+    def __init__(self, desired: Desired, live: Live):
+        self.desired = desired
+        self.live = live
+        self.live_group_ids = set(live.group_ids)
+        self.creates: list[Operation] = []
+        self.create_index: dict[str, int] = {}
+        self.writes: list[Operation] = []
+        self.copies: list[Operation] = []
+        self.face_deletes: list[Operation] = []
+        self.user_deletes: list[Operation] = []
+        self.group_deletes: list[Operation] = []
+        self.notes: list[str] = []
+        self.existing = 0
+        self.deleting = 0
+        self.multi = _multi_group_users(desired)
+        self.states: dict[str, list[tuple]] = {}  # user_id -> [(order, state, group, user, deps, expect)]
+        self._group_after: dict[str, tuple[int, ...]] = {}
+
+    # -- emitting -------------------------------------------------------------------------------
+    def write(self, op: Operation) -> int:
+        self.writes.append(op)
+        return len(self.creates) + len(self.writes) - 1
+
+    def group_after(self, group_id: str) -> tuple[int, ...]:
+        return self._group_after.get(group_id, ())
+
+    def operations(self) -> tuple[Operation, ...]:
+        return (*self.creates, *self.writes, *self.copies, *self.face_deletes, *self.user_deletes,
+                *self.group_deletes)
+
+    # -- the passes -----------------------------------------------------------------------------
+    def plan_creates(self) -> None:
+        for group in self.desired.groups:
+            gid = group.group_id
+            if gid == LOCK_GROUP_ID or gid in self.live_group_ids or gid in self.create_index:
+                continue
+            if group.scope_users is not None and not group.users:
+                continue
+            self.create_index[gid] = len(self.creates)
+            self._group_after[gid] = (len(self.creates),)
+            self.creates.append(Operation(OpKind.CREATE_GROUP, gid, expects=(Expect(gid, None, False),),
+                                          reason=_NEW_GROUP))
+
+    def plan_groups(self) -> None:
+        for order, group in enumerate(self.desired.groups):
+            if group.group_id == LOCK_GROUP_ID:
+                self.notes.append(f"group {LOCK_GROUP_ID} holds facesync's apply lock and is not managed")
+                continue
+            self.plan_group(order, group)
+
+    def plan_group(self, order: int, group: DesiredGroup) -> None:
+        gid = group.group_id
+        live_group = self.live.groups.get(gid) if gid in self.live_group_ids else None
+        live_users = live_group.users if live_group is not None else {}
+        scope = group.scope_users
+        named: set[str] = set()
+        for user in group.users:
+            uid = user.user_id
+            if scope is not None and uid not in scope:
+                continue
+            named.add(uid)
+            live_user = live_users.get(uid)
+            if live_user is not None:
+                self.existing += 1 + len(live_user.face_tokens or ())
+            if not user.images:
+                if live_user is not None:
+                    self.delete_user(gid, live_user, _NO_IMAGES)
+                continue
+            if live_user is None:
+                if uid in self.multi:
+                    self._remember(uid, order, _NEW, group, user, (), Expect(gid, uid, False))
+                else:
+                    self.add_new_user(gid, user)
+            else:
+                state, deps, expect = self.sync_user(group, user, live_user)
+                if uid in self.multi:
+                    self._remember(uid, order, state, group, user, deps, expect)
+        for uid in sorted(live_users.keys() - named):
+            if scope is not None and uid not in scope:
+                continue
+            self.existing += 1
+            if group.prune:
+                self.delete_user(gid, live_users[uid], _EXTRA_USER)
+
+    def _remember(self, uid, order, state, group, user, deps, expect) -> None:
+        self.states.setdefault(uid, []).append((order, state, group, user, deps, expect))
+
+    def add_new_user(self, gid: str, user: DesiredUser) -> tuple[int, ...]:
+        after = self.group_after(gid)
+        expects = (Expect(gid, user.user_id, False),)
+        indexes = []
+        seen: set = set()
+        for image in user.images:
+            key = _image_key(image, {}, {})
+            if key in seen:
+                continue
+            seen.add(key)
+            indexes.append(self.write(Operation(
+                OpKind.ADD_FACE, gid, user.user_id, face=_face_source(image), user_info=user.user_info,
+                quality_control=user.quality_control, liveness_control=user.liveness_control,
+                after=after, expects=expects, reason=_NEW_FACE if indexes else _NEW_USER)))
+        return tuple(indexes)
+
+    def delete_user(self, gid: str, live_user: LiveUser, reason: str) -> None:
+        tokens = tuple(sorted(live_user.face_tokens)) if live_user.face_tokens is not None else None
+        expect = Expect(gid, live_user.user_id, True, tokens, live_user.user_info)
+        self.deleting += 1
+        self.user_deletes.append(Operation(OpKind.DELETE_USER, gid, live_user.user_id, expects=(expect,),
+                                           reason=reason))
+
+    def sync_user(self, group: DesiredGroup, user: DesiredUser, live_user: LiveUser):
+        """Converge one existing user; returns (state, indexes of its writes, its live expect)."""
+        gid, uid = group.group_id, user.user_id
+        if live_user.face_tokens is None:
+            raise ValueError(f"faces of user {uid} in group {gid} were not read; cannot plan it")
+        live_tokens = live_user.face_tokens
+        live_set = set(live_tokens)
+        wanted: list[DesiredImage] = []
+        wanted_tokens: set[str] = set()
+        for image in user.images:
+            token = image.face_token
+            if token is None:
+                raise ValueError(f"image {image.source} of user {uid} in group {gid} has no face_token")
+            if token not in wanted_tokens:
+                wanted_tokens.add(token)
+                wanted.append(image)
+        info = user.user_info
+        info_change = info is not None and info != live_user.user_info
+        extra_set = live_set - wanted_tokens
+        exact = group.prune or not extra_set  # ends with exactly the manifest's faces
+        if not info_change and (wanted_tokens <= live_set) and (not extra_set or not group.prune):
+            return (_SYNC if exact else _OTHER), (), None
+
+        expect = Expect(gid, uid, True, tuple(sorted(live_tokens)), live_user.user_info)
+        expects = (expect,)
+        after = self.group_after(gid)
+        new = [image for image in wanted if image.face_token not in live_set]
+        kept = [image.face_token for image in wanted if image.face_token in live_set]
+        extra = sorted(extra_set) if group.prune else []
+        final_count = len(wanted) + (0 if group.prune else len(extra_set))
+        incremental = len(new) + len(extra) if (new or not info_change) else None
+        if incremental is not None and (incremental <= final_count or info is None):
+            indexes = tuple(self.write(Operation(
+                OpKind.ADD_FACE, gid, uid, face=_face_source(image), user_info=info,
+                quality_control=user.quality_control, liveness_control=user.liveness_control,
+                after=after, expects=expects, reason=_NEW_FACE)) for image in new)
+            for token in extra:
+                self.deleting += 1
+                self.face_deletes.append(Operation(OpKind.DELETE_FACE, gid, uid, face_token=token,
+                                                   after=indexes, expects=expects, reason=_EXTRA_FACE))
+            return (_OTHER if extra else (_CONVERGE if exact else _OTHER)), indexes, expect
+
+        # the update form: one face replaces all, then the rest are (re-)added
+        readd = kept + ([] if group.prune else sorted(extra_set))
+        if group.prune:
+            self.deleting += len(extra_set)
+        if readd:
+            first = self.write(Operation(
+                OpKind.UPDATE_USER, gid, uid, face=_token_source(readd[0]), user_info=info,
+                after=after, expects=expects,
+                reason="set user_info" if not new else "update is cheaper than deleting faces"))
+            readd = readd[1:]
+        else:
+            image, new = new[0], new[1:]
+            first = self.write(Operation(
+                OpKind.UPDATE_USER, gid, uid, face=_face_source(image), user_info=info,
+                quality_control=user.quality_control, liveness_control=user.liveness_control,
+                after=after, expects=expects, reason="replace every face"))
+        after_update = (*after, first)
+        indexes = [first]
+        for token in readd:
+            indexes.append(self.write(Operation(
+                OpKind.ADD_FACE, gid, uid, face=_token_source(token), user_info=info,
+                after=after_update, expects=expects, reason=_READD)))
+        for image in new:
+            indexes.append(self.write(Operation(
+                OpKind.ADD_FACE, gid, uid, face=_face_source(image), user_info=info,
+                quality_control=user.quality_control, liveness_control=user.liveness_control,
+                after=after_update, expects=expects, reason=_NEW_FACE)))
+        return (_CONVERGE if exact else _OTHER), tuple(indexes), expect
+
+    def plan_copies(self) -> None:
+        """Users that are new in a group: copy them from a group that holds the same user, or add them."""
+        if not self.states:
+            return
+        by_sha, by_source = _token_maps(self.desired, self.multi)
+        for uid, entries in self.states.items():
+            by_signature: dict[tuple, list[tuple]] = {}
+            for entry in entries:
+                user = entry[3]
+                keys = frozenset(_image_key(image, by_sha, by_source) for image in user.images)
+                signature = (keys, user.user_info, user.quality_control, user.liveness_control)
+                by_signature.setdefault(signature, []).append(entry)
+            for signature, same in by_signature.items():
+                news = [entry for entry in same if entry[1] == _NEW]
+                if not news:
+                    continue
+                if len(signature[0]) < 2:
+                    for entry in news:
+                        self.add_new_user(entry[2].group_id, entry[3])
+                    continue
+                sources = sorted((entry for entry in same if entry[1] in (_SYNC, _CONVERGE)),
+                                 key=lambda entry: (entry[1], entry[0]))
+                if sources:
+                    source = sources[0]
+                    deps, source_expect = source[4], source[5]
+                    if source_expect is None:
+                        live_user = self.live.groups[source[2].group_id].users[uid]
+                        source_expect = Expect(source[2].group_id, uid, True,
+                                               tuple(sorted(live_user.face_tokens or ())),
+                                               live_user.user_info)
+                else:
+                    source, news = news[0], news[1:]
+                    deps = self.add_new_user(source[2].group_id, source[3])
+                    source_expect = source[5]
+                src_gid = source[2].group_id
+                for entry in news:
+                    dst = entry[2].group_id
+                    after = tuple(sorted({*deps, *self.group_after(dst)}))
+                    self.copies.append(Operation(
+                        OpKind.COPY_USER, dst, uid, src_group_id=src_gid, after=after,
+                        expects=(entry[5], source_expect), reason=f"same user as in group {src_gid}"))
+
+    def plan_unlisted(self) -> None:
+        policy = self.desired.policy
+        listed = {group.group_id for group in self.desired.groups}
+        unlisted = [gid for gid in self.live.group_ids if gid not in listed and gid != LOCK_GROUP_ID]
+        if not unlisted:
+            return
+        if not policy.delete_unlisted_groups:
+            shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
+            self.notes.append(f"{len(unlisted)} group(s) not in the manifest left alone: {shown}")
+            return
+        for gid in unlisted:
+            if gid in policy.protected_groups:
+                self.notes.append(f"group {gid} is not in the manifest but protected: kept")
+                continue
+            self.existing += 1
+            self.deleting += 1
+            self.group_deletes.append(Operation(OpKind.DELETE_GROUP, gid, expects=(Expect(gid, None, True),),
+                                                reason=_UNLISTED_GROUP))
+
+    def safety(self, force: bool) -> Safety:
+        policy = self.desired.policy
+        reasons: tuple[str, ...] = ()
+        existing, deleting = self.existing, self.deleting
+        if existing >= policy.delete_threshold_min and deleting > policy.max_delete_share * existing:
+            reason = (f"the plan deletes {deleting} of {existing} users, faces and groups in scope "
+                      f"({deleting / existing:.0%}), above the {policy.max_delete_share:.0%} limit")
+            reasons = (reason,)
+        return Safety(existing=self.existing, deleting=self.deleting, max_share=policy.max_delete_share,
+                      threshold_min=policy.delete_threshold_min, reasons=reasons, forced=force)
+
+
+def _multi_group_users(desired: Desired) -> set[str]:
+    """user_ids named in more than one group: the only candidates for user/copy."""
+    seen: set[str] = set()
+    multi: set[str] = set()
+    for group in desired.groups:
+        for user in group.users:
+            if user.user_id in seen:
+                multi.add(user.user_id)
+            seen.add(user.user_id)
+    return multi
+
+
+def _token_maps(desired: Desired, users: set[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """sha256 -> face_token and source -> face_token from the resolved images of ``users``, so that a
+    resolved image and the same unresolved one compare equal."""
+    by_sha: dict[str, str] = {}
+    by_source: dict[str, str] = {}
+    for group in desired.groups:
+        for user in group.users:
+            if user.user_id not in users:
+                continue
+            for image in user.images:
+                if image.face_token:
+                    if image.sha256:
+                        by_sha[image.sha256] = image.face_token
+                    by_source[image.path or image.source] = image.face_token
+    return by_sha, by_source
+
+
+def _image_key(image: DesiredImage, by_sha: dict[str, str], by_source: dict[str, str]):
+    if image.face_token:
+        return image.face_token
+    if image.sha256:
+        return by_sha.get(image.sha256) or ("sha256", image.sha256)
+    where = image.path or image.source
+    return by_source.get(where) or (image.kind.value, where)
+
+
+def make_plan(desired: Desired, live: Live, *, target: str | None = None, qps: float | None = None,
+              created_at: str | None = None, force: bool = False) -> Plan:
+    """The cheapest ordered operations that make ``live`` equal to ``desired`` within its scope.
+
+    Pure: reads the clock only when ``created_at`` is None. ``force`` is recorded in the plan's safety
+    (reasons are still listed); ``qps`` is the rate the time estimate assumes.
+    """
+    builder = _Builder(desired, live)
+    builder.plan_creates()
+    builder.plan_groups()
+    builder.plan_copies()
+    builder.plan_unlisted()
+    return Plan(
+        operations=builder.operations(),
+        target=live.identity if target is None else target,
+        manifest_digest=desired.digest,
+        safety=builder.safety(force),
+        live_source=live.source,
+        created_at=_now() if created_at is None else created_at,
+        notes=tuple(builder.notes),
+        qps=qps,
+    )
+
+
+def narrow(desired: Desired, groups: set[str] | frozenset[str] | None = None,
+           users: set[str] | frozenset[str] | None = None) -> Desired:
+    """``desired`` limited to ``groups`` and ``users`` (``--group``/``--user``), nothing pruned outside."""
+    if groups is None and users is None:
+        return desired
+    listed = {group.group_id for group in desired.groups}
+    for gid in sorted((groups or set()) - listed):
+        raise ConfigError(f"--group {gid}: the manifest has no such group",
+                          hint="name a group of the manifest")
+    if users is not None:
+        named = {user.user_id for group in desired.groups for user in group.users}
+        for uid in sorted(set(users) - named):
+            raise ConfigError(f"--user {uid}: no group of the manifest has this user",
+                              hint="name a user of the manifest")
+    kept_groups = []
+    for group in desired.groups:
+        if groups is not None and group.group_id not in groups:
+            continue
+        if users is not None:
+            scope = frozenset(users) if group.scope_users is None else group.scope_users & frozenset(users)
+            group = replace(group, users=tuple(u for u in group.users if u.user_id in scope),
+                            scope_users=scope)
+        kept_groups.append(group)
+    policy = replace(desired.policy, delete_unlisted_groups=False)
+    return replace(desired, groups=tuple(kept_groups), policy=policy)

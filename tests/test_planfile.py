@@ -1,0 +1,96 @@
+"""Plan files: exact round trip, and refusal of anything edited, broken or foreign."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+
+from facesync.errors import FacesyncError, PlanStaleError
+from facesync.plan.planfile import PlanFileError, checksum, dump_plan, load_plan, write_plan
+from facesync.plan.planner import make_plan
+from tests.test_planner_properties import live_of, scenarios
+from tests.test_render import fixed_plan
+
+
+def test_round_trip_from_text_and_from_a_file(tmp_path):
+    p = fixed_plan()
+    assert load_plan(dump_plan(p)) == p
+    path = tmp_path / "plan.json"
+    write_plan(p, path)
+    assert load_plan(path) == p and load_plan(str(path)) == p
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenarios())
+def test_round_trip_of_random_plans(scenario):
+    state, desired, _ = scenario
+    p = make_plan(desired, live_of(state, desired), created_at="t", qps=7.5, force=True)
+    assert load_plan(dump_plan(p)) == p
+
+
+def _document() -> dict:
+    return json.loads(dump_plan(fixed_plan()))
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d["operations"][1].update(user_id="mallory"),
+    lambda d: d["operations"].pop(),
+    lambda d: d["safety"].update(reasons=[], unsafe=False),
+    lambda d: d.update(target="baidu"),
+])
+def test_any_edit_breaks_the_checksum(edit):
+    document = _document()
+    edit(document)
+    with pytest.raises(PlanStaleError, match="checksum does not match"):
+        load_plan(json.dumps(document))
+
+
+def test_checksum_covers_everything_but_itself():
+    document = _document()
+    assert document["checksum"] == checksum(document)
+    assert document["checksum"].startswith("sha256:") and len(document["checksum"]) == 71
+
+
+@pytest.mark.parametrize("text,message", [
+    ("{not json", "is not JSON"),
+    ('{"hello": 1}', "not a facesync plan"),
+    ('{"format_version": 2}', "plan format 2"),
+])
+def test_foreign_text_is_refused_clearly(text, message):
+    with pytest.raises(PlanFileError, match=message):
+        load_plan(text)
+
+
+def test_schema_violation_names_the_place():
+    document = _document()
+    document["operations"][0]["kind"] = "drop_table"
+    document["checksum"] = checksum(document)
+    with pytest.raises(PlanFileError, match="operations/0/kind"):
+        load_plan(json.dumps(document))
+
+
+def test_dependencies_must_point_backwards():
+    document = _document()
+    document["operations"][1]["after"] = [5]
+    document["checksum"] = checksum(document)
+    with pytest.raises(PlanFileError, match="out of order"):
+        load_plan(json.dumps(document))
+
+
+def test_missing_file_is_a_facesync_error(tmp_path):
+    with pytest.raises(FacesyncError, match="cannot read plan file"):
+        load_plan(tmp_path / "nope.json")
+
+
+def test_large_plans_check_the_first_operations_by_schema_and_the_rest_by_rebuilding(monkeypatch):
+    from facesync.plan import planfile
+
+    monkeypatch.setattr(planfile, "SCHEMA_CHECKED_OPERATIONS", 2)
+    assert load_plan(dump_plan(fixed_plan())) == fixed_plan()
+    document = _document()
+    document["operations"][5]["kind"] = "drop_table"
+    document["checksum"] = checksum(document)
+    with pytest.raises(PlanFileError, match="not a valid facesync plan"):
+        load_plan(json.dumps(document))

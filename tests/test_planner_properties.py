@@ -1,0 +1,302 @@
+"""Properties of the planner over random libraries, checked on a small pure model of the contract.
+
+``simulate`` applies operations with the semantics of baidu-faceset-v3.md (add appends a face and
+creates the user, update replaces every face and sets user_info, deleting the last face deletes the
+user, copy duplicates a user) and fails on any call the real library would refuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from facesync.model import (
+    LOCK_GROUP_ID,
+    Desired,
+    DesiredGroup,
+    DesiredImage,
+    DesiredUser,
+    ImageKind,
+    Live,
+    LiveGroup,
+    LiveUser,
+    Policy,
+)
+from facesync.plan.ops import OpKind, Plan
+from facesync.plan.planner import make_plan
+
+IMAGES = [f"img{i}.jpg" for i in range(6)]
+TOKEN = {name: hashlib.md5(name.encode()).hexdigest() for name in IMAGES}
+SHA = {name: hashlib.sha256(name.encode()).hexdigest() for name in IMAGES}
+MANAGED = ["g0", "g1", "g2"]
+UNLISTED = ["x0", "x1"]
+USERS = ["u0", "u1", "u2", "u3"]
+INFOS = ["", "a", "b"]
+
+State = dict  # group_id -> {user_id: [list of face_tokens, user_info]}
+
+
+class Refused(AssertionError):
+    """A call the real library would answer with an error."""
+
+
+def simulate(state: State, op) -> None:
+    groups = state
+    gid, uid = op.group_id, op.user_id
+    if op.kind is OpKind.CREATE_GROUP:
+        if gid in groups:
+            raise Refused(f"223101 {op.key}")
+        groups[gid] = {}
+    elif op.kind is OpKind.DELETE_GROUP:
+        if gid not in groups:
+            raise Refused(f"223100 {op.key}")
+        del groups[gid]
+    elif gid not in groups:
+        raise Refused(f"223100 {op.key}")
+    elif op.kind is OpKind.ADD_FACE:
+        token = op.face.face_token or TOKEN[op.face.source]
+        user = groups[gid].setdefault(uid, [[], ""])
+        if token in user[0]:
+            raise Refused(f"223105 {op.key}")
+        user[0].append(token)
+        if op.user_info is not None:
+            user[1] = op.user_info
+    elif op.kind is OpKind.UPDATE_USER:
+        if uid not in groups[gid]:
+            raise Refused(f"223103 {op.key}")
+        token = op.face.face_token or TOKEN[op.face.source]
+        groups[gid][uid] = [[token], op.user_info if op.user_info is not None else ""]
+    elif op.kind is OpKind.COPY_USER:
+        source = groups.get(op.src_group_id)
+        if source is None or uid not in source or uid in groups[gid]:
+            raise Refused(f"copy refused {op.key}")
+        groups[gid][uid] = [list(source[uid][0]), source[uid][1]]
+    elif op.kind is OpKind.DELETE_FACE:
+        user = groups[gid].get(uid)
+        if user is None or op.face_token not in user[0]:
+            raise Refused(f"223106 {op.key}")
+        user[0].remove(op.face_token)
+        if not user[0]:
+            del groups[gid][uid]
+    elif op.kind is OpKind.DELETE_USER:
+        if uid not in groups[gid]:
+            raise Refused(f"223103 {op.key}")
+        del groups[gid][uid]
+    else:  # pragma: no cover
+        raise AssertionError(op.kind)
+
+
+def copy_state(state: State) -> State:
+    return {gid: {uid: [list(u[0]), u[1]] for uid, u in users.items()} for gid, users in state.items()}
+
+
+def live_of(state: State, desired: Desired, read_all: bool = True) -> Live:
+    """What refresh would read: every group id, the managed groups with faces and user_info."""
+    managed = {group.group_id for group in desired.groups}
+    groups = {
+        gid: LiveGroup(gid, {uid: LiveUser(uid, tuple(faces), info) for uid, (faces, info) in users.items()})
+        for gid, users in state.items() if gid in managed
+    }
+    return Live(group_ids=tuple(state), groups=groups, identity="sim")
+
+
+def resolved(desired: Desired, state: State, drop: random.Random | None = None) -> Desired:
+    """Tokens filled as resolve would: always for users that exist in that group, sometimes for others."""
+    groups = []
+    for group in desired.groups:
+        users = []
+        for user in group.users:
+            exists = user.user_id in state.get(group.group_id, {})
+            images = tuple(
+                DesiredImage(ImageKind.FILE, name, f"/m/{name}", SHA[name],
+                             TOKEN[name] if exists or (drop is not None and drop.random() < 0.5) else None)
+                for name in (image.source for image in user.images)
+            )
+            users.append(DesiredUser(user.user_id, images, user.user_info))
+        groups.append(DesiredGroup(group.group_id, tuple(users), group.prune))
+    return Desired(tuple(groups), desired.policy, digest=desired.digest)
+
+
+images_st = st.lists(st.sampled_from(IMAGES), min_size=1, max_size=4, unique=True)
+
+
+@st.composite
+def scenarios(draw):
+    group_ids = draw(st.lists(st.sampled_from(MANAGED + UNLISTED), unique=True))
+    if draw(st.booleans()):
+        group_ids.append(LOCK_GROUP_ID)
+    state: State = {}
+    for gid in group_ids:
+        state[gid] = {uid: [[TOKEN[n] for n in draw(images_st)], draw(st.sampled_from(INFOS))]
+                      for uid in draw(st.lists(st.sampled_from(USERS), unique=True, max_size=3))}
+    profiles = {uid: (tuple(draw(images_st)), draw(st.sampled_from([None, *INFOS]))) for uid in USERS}
+    groups = []
+    for gid in draw(st.lists(st.sampled_from(MANAGED), min_size=1, unique=True)):
+        users = []
+        for uid in draw(st.lists(st.sampled_from(USERS), unique=True, max_size=3)):
+            if draw(st.booleans()):
+                names, info = profiles[uid]  # the same user in several groups: copy candidates
+            else:
+                names, info = tuple(draw(images_st)), draw(st.sampled_from([None, *INFOS]))
+            users.append(DesiredUser(uid, tuple(DesiredImage(ImageKind.FILE, n) for n in names), info))
+        groups.append(DesiredGroup(gid, tuple(users), prune=draw(st.booleans())))
+    policy = Policy(delete_unlisted_groups=draw(st.booleans()),
+                    protected_groups=frozenset(draw(st.lists(st.sampled_from(UNLISTED), unique=True))),
+                    delete_threshold_min=draw(st.integers(0, 20)))
+    desired = Desired(tuple(groups), policy, digest="d")
+    seed = draw(st.randoms(use_true_random=False))
+    return state, resolved(desired, state, seed), seed
+
+
+def run_in_order(plan: Plan, state: State, desired: Desired, order: list[int]) -> State:
+    """Applies ``plan`` in ``order``, checking dependencies and make-before-break after every call."""
+    state = copy_state(state)
+    wanted = [(g.group_id, u.user_id) for g in desired.groups for u in g.users if u.images]
+    alive = [(gid, uid) for gid, uid in wanted if uid in state.get(gid, {})]
+    done: set[int] = set()
+    for index in order:
+        op = plan.operations[index]
+        assert set(op.after) <= done, f"{op.key} ran before {op.after}"
+        simulate(state, op)
+        done.add(index)
+        for gid, uid in alive:
+            assert uid in state[gid], f"user {uid} of {gid} vanished after {op.key}"
+    return state
+
+
+def dependency_order(plan: Plan, rng: random.Random | None) -> list[int]:
+    """An order that respects ``after`` only, as a concurrent executor may run it: random, or (rng None)
+    the most hostile one, deletes as early as their dependencies allow."""
+    waiting = {i: set(op.after) for i, op in enumerate(plan.operations)}
+    done: set[int] = set()
+    order = []
+    while waiting:
+        ready = sorted(i for i, deps in waiting.items() if deps <= done)
+        assert ready, "the dependencies have a cycle"
+        pick = rng.choice(ready) if rng else max(ready, key=lambda i: plan.operations[i].kind.phase)
+        del waiting[pick]
+        done.add(pick)
+        order.append(pick)
+    return order
+
+
+def expected(state: State, desired: Desired) -> State:
+    """The library the manifest asks for, given where it started."""
+    result = copy_state(state)
+    policy = desired.policy
+    listed = {group.group_id for group in desired.groups}
+    for group in desired.groups:
+        before = result.setdefault(group.group_id, {})
+        after = {} if group.prune else dict(before)
+        for user in group.users:
+            if not user.images:
+                after.pop(user.user_id, None)
+                continue
+            faces = [TOKEN[image.source] for image in user.images]
+            old = before.get(user.user_id)
+            if old is not None and not group.prune:
+                faces += [t for t in old[0] if t not in faces]
+            info = user.user_info
+            if info is None:
+                info = old[1] if old is not None else None  # unmanaged: whatever it was (None: any)
+            after[user.user_id] = [sorted(faces), info]
+        result[group.group_id] = after
+    if policy.delete_unlisted_groups:
+        for gid in list(result):
+            if gid not in listed and gid != LOCK_GROUP_ID and gid not in policy.protected_groups:
+                del result[gid]
+    return result
+
+
+def normalised(state: State, reference: State) -> State:
+    """Sorted faces; user_info of users whose expected user_info is None (unmanaged, new) ignored."""
+    out = {}
+    for gid, users in state.items():
+        out[gid] = {}
+        for uid, (faces, info) in users.items():
+            want = reference.get(gid, {}).get(uid)
+            out[gid][uid] = [sorted(faces), None if want is not None and want[1] is None else info]
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_plan_converges_in_any_dependency_order(scenario):
+    state, desired, rng = scenario
+    live = live_of(state, desired)
+    plan = make_plan(desired, live, created_at="t")
+    for index, op in enumerate(plan.operations):
+        assert all(dep < index for dep in op.after)
+        assert all(plan.operations[dep].kind.phase <= op.kind.phase for dep in op.after)
+        for expect in op.expects:  # every expect holds on the library the plan was made on
+            if expect.user_id is None:
+                assert (expect.group_id in state) == expect.exists
+                continue
+            user = state.get(expect.group_id, {}).get(expect.user_id)
+            assert (user is not None) == expect.exists
+            if expect.face_tokens is not None:
+                assert tuple(sorted(user[0])) == expect.face_tokens
+            if expect.user_info is not None:
+                assert user[1] == expect.user_info
+    assert [op.kind.phase for op in plan.operations] == sorted(op.kind.phase for op in plan.operations)
+
+    want = expected(state, desired)
+    orders = list(range(len(plan.operations))), dependency_order(plan, rng), dependency_order(plan, None)
+    for order in orders:
+        result = run_in_order(plan, state, desired, order)
+        assert normalised(result, want) == normalised(want, want)
+        again = make_plan(resolved(desired, result), live_of(result, desired), created_at="t")
+        assert again.operations == (), [op.key for op in again.operations]
+
+
+@settings(max_examples=100, deadline=None)
+@given(scenarios())
+def test_plan_is_deterministic_and_never_costlier_than_naive(scenario):
+    state, desired, _ = scenario
+    live = live_of(state, desired)
+    first = make_plan(desired, live, created_at="t")
+    assert first == make_plan(desired, live, created_at="t")
+    naive = 0  # create groups, add every missing face, delete every extra face/user one by one
+    for group in desired.groups:
+        before = state.get(group.group_id)
+        naive += before is None
+        before = before or {}
+        named = {user.user_id for user in group.users}
+        for user in group.users:
+            old = before.get(user.user_id, [[], ""])
+            wanted = {TOKEN[image.source] for image in user.images}
+            naive += len(wanted - set(old[0]))
+            changed_info = user.user_info is not None and user.user_id in before and old[1] != user.user_info
+            extra = set(old[0]) - wanted
+            naive += len(extra) if group.prune else 0
+            if changed_info and wanted <= set(old[0]):  # user/update, then re-add the other faces
+                naive += len(wanted) + (0 if group.prune else len(extra))
+        naive += sum(1 for uid in before if uid not in named) if group.prune else 0
+    listed = {group.group_id for group in desired.groups}
+    if desired.policy.delete_unlisted_groups:
+        naive += sum(1 for gid in state if gid not in listed and gid != LOCK_GROUP_ID
+                     and gid not in desired.policy.protected_groups)
+    assert first.calls <= naive
+
+
+@settings(max_examples=100, deadline=None)
+@given(scenarios(), st.sets(st.sampled_from(USERS), min_size=1))
+def test_narrowed_plans_touch_only_the_chosen_users(scenario, chosen):
+    from facesync.plan.planner import narrow
+
+    state, desired, _ = scenario
+    named = {user.user_id for group in desired.groups for user in group.users}
+    chosen &= named
+    if not chosen:
+        return
+    plan = make_plan(narrow(desired, users=chosen), live_of(state, desired), created_at="t")
+    for op in plan.operations:
+        assert op.kind is not OpKind.DELETE_GROUP
+        assert op.kind is OpKind.CREATE_GROUP or op.user_id in chosen, op.key
+    full = make_plan(desired, live_of(state, desired), created_at="t")
+    # the chosen users get exactly what the full plan gives them, prune included
+    assert sorted(op.key for op in plan.operations if op.user_id) == \
+        sorted(op.key for op in full.operations if op.user_id in chosen)
