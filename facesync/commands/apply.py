@@ -1,0 +1,325 @@
+"""``facesync apply``: make the library match a manifest, or apply exactly a reviewed plan file.
+
+The order, and why: lock the library first (so the plan is made against a library no other apply is
+changing), plan, show the plan, refuse an unsafe plan (exit 3) unless ``--force``, ask for "yes" (a
+manifest only: a plan file was reviewed already, as with ``terraform apply PLAN``), run, verify, report.
+
+- ``MANIFEST|PLAN.json`` is told apart by content: a JSON object with ``format_version`` is a plan file.
+- A plan file is applied exactly: its checksum must hold, the library it was made for must be the one
+  opened (target: ``--target``, ``FACESYNC_TARGET``, else the plan's own), and every live fact it was
+  planned on must still hold; otherwise it is refused (exit 1) naming what moved. ``--group``/``--user``
+  cannot narrow a reviewed plan and are refused with one.
+- No terminal on stdin and no ``--yes``: refused after the plan is shown (exit 1).
+- Progress: a bar on a terminal; otherwise a plain line every tenth of the work (every 10 to 100
+  operations) and one per failure, on stderr. ``-q`` hides them. ``--report FILE`` is written
+  atomically, also when the run fails or is interrupted.
+- Exit: 0 when every operation is done and verification agrees; 1 otherwise (the summary says what);
+  3 for an unsafe plan without ``--force``; 130 on Ctrl-C (the lock is released, the report written).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+import click
+
+from facesync import apply as executor
+from facesync import progress as progress_bars
+from facesync.commands.options import concurrency_option, qps_option, target_option
+from facesync.errors import (
+    EXIT_OK,
+    ApplyFailedError,
+    ConfigError,
+    FacesyncError,
+    PlanRefusedError,
+    PlanStaleError,
+)
+from facesync.lock import library_lock
+from facesync.logs import redact
+from facesync.plan.ops import Plan
+from facesync.targets import TargetSpec, choose_target, open_target, parse_target
+
+SHOWN_FAILURES = 20
+
+
+@click.command("apply")
+@click.argument("source", metavar="MANIFEST|PLAN.json", type=click.Path(dir_okay=False))
+@target_option
+@click.option("--yes", "-y", "yes", is_flag=True, help="Do not ask for confirmation (for scripts and CI).")
+@click.option("--force", is_flag=True, help="Apply a plan that deletes more than the policy's safe share.")
+@qps_option
+@concurrency_option
+@click.option("--report", "report_path", metavar="FILE", type=click.Path(dir_okay=False), default=None,
+              help="Write every operation's outcome, error and log_id, and the totals, as JSON.")
+@click.option("--group", "-g", "groups", metavar="G", multiple=True,
+              help="Apply only this group of the manifest (repeatable).")
+@click.option("--user", "-u", "users", metavar="U", multiple=True,
+              help="Apply only this user of the manifest (repeatable); other users are left alone.")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="S",
+              help="Wait up to S seconds for another apply's lock on the library.")
+@click.option("--break-lock", is_flag=True, help="Remove a dead apply's lock on a remote library first.")
+@click.option("--no-color", is_flag=True, help="No colour even on a terminal (NO_COLOR does the same).")
+@click.pass_context
+def command(ctx: click.Context, source: str, target: str | None, yes: bool, force: bool, qps: float | None,
+            concurrency: int, report_path: str | None, groups: tuple[str, ...], users: tuple[str, ...],
+            lock_timeout: float, break_lock: bool, no_color: bool) -> int:
+    """Make the library match MANIFEST (asks first), or apply a saved PLAN.json exactly."""
+    options = _Options(force=force, yes=yes, concurrency=concurrency, report_path=report_path,
+                       lock_timeout=lock_timeout, break_lock=break_lock, color=_use_color(no_color),
+                       quiet=(ctx.obj or {}).get("verbosity", 0) < 0)
+    text = _plan_text(source)
+    if text is not None:
+        if groups or users:
+            raise ConfigError("--group and --user cannot narrow a saved plan: it is applied exactly",
+                              hint="make a narrowed plan with facesync plan --group/--user --out PLAN.json")
+        return _apply_plan_file(text, target, qps, options)
+    return _apply_manifest(source, target, qps, groups, users, options)
+
+
+class _Options:
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+
+def _use_color(no_color: bool) -> bool:
+    return not no_color and not os.environ.get("NO_COLOR") and sys.stdout.isatty()
+
+
+def _plan_text(path: str) -> str | None:
+    """The file's text when it is a plan file (a JSON object with format_version), else None."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1)
+            while head in (b" ", b"\n", b"\r", b"\t", b"\xef", b"\xbb", b"\xbf"):
+                head = handle.read(1)
+            if head != b"{":
+                return None
+            handle.seek(0)
+            text = handle.read().decode("utf-8-sig")
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return text if isinstance(data, dict) and "format_version" in data else None
+
+
+# ---- the two inputs --------------------------------------------------------------------------------
+
+
+def _apply_manifest(path: str, target: str | None, qps: float | None, groups: tuple[str, ...],
+                    users: tuple[str, ...], options: _Options) -> int:
+    from facesync.workflow import close_library, estimate_qps, load_desired, open_cache, plan_desired
+
+    desired, _warnings = load_desired(path, groups=groups, users=users)
+    spec = choose_target(target, desired.target)
+    library = open_target(spec, qps=qps, concurrency=options.concurrency)
+    try:
+        with library_lock(spec, library, timeout=options.lock_timeout, break_lock=options.break_lock):
+            cache = open_cache(library)
+            try:
+                _resolved, _live, plan, _stats = plan_desired(
+                    desired, library, cache, qps=estimate_qps(spec, qps), concurrency=options.concurrency,
+                    force=options.force)
+                _show(plan, options)
+                if plan.empty:
+                    return EXIT_OK
+                _refuse_unsafe(plan, options)
+                _confirm(options)
+                return _run(plan, library, cache, spec, options, desired.policy.protected_groups)
+            finally:
+                cache.close()
+    finally:
+        close_library(library)
+
+
+def _apply_plan_file(text: str, target: str | None, qps: float | None, options: _Options) -> int:
+    from facesync.plan import planfile
+    from facesync.workflow import close_library, open_cache
+
+    plan = planfile.load_plan(text)
+    spec = _plan_target(plan, target)
+    library = open_target(spec, qps=qps, concurrency=options.concurrency)
+    try:
+        if plan.target and plan.target != library.identity:
+            raise PlanStaleError(
+                f"this plan was made for {plan.target}, not for {library.identity}",
+                hint="apply it to the library it was made for (--target), or make a new plan for this one",
+            )
+        with library_lock(spec, library, timeout=options.lock_timeout, break_lock=options.break_lock):
+            moved = executor.stale_facts(plan, library, concurrency=options.concurrency)
+            if moved:
+                shown = "\n".join(f"  - {line}" for line in moved[:50])
+                more = f"\n  ... and {len(moved) - 50} more" if len(moved) > 50 else ""
+                raise PlanStaleError(f"the library has changed since this plan was made:\n{shown}{more}",
+                                     hint="make a new plan (facesync plan MANIFEST --out PLAN.json) and review it")
+            _show(plan, options)
+            if plan.empty:
+                return EXIT_OK
+            _refuse_unsafe(plan, options)
+            cache = open_cache(library)
+            try:
+                return _run(plan, library, cache, spec, options, ())
+            finally:
+                cache.close()
+    finally:
+        close_library(library)
+
+
+def _plan_target(plan: Plan, flag: str | None) -> TargetSpec:
+    """--target, FACESYNC_TARGET, else the library the plan names (its identity starts with the target)."""
+    if flag or os.environ.get("FACESYNC_TARGET"):
+        return choose_target(flag)
+    recorded = (plan.target or "").split(" ")[0]
+    if not recorded:
+        raise ConfigError("the plan names no target", hint="pass --target")
+    return parse_target(recorded)
+
+
+# ---- the steps -------------------------------------------------------------------------------------
+
+
+def _show(plan: Plan, options: _Options) -> None:
+    from facesync.plan.render import render_text
+
+    text = render_text(plan, color=options.color)
+    click.echo(text, nl=not text.endswith("\n"))
+    if plan.empty and "No changes" not in text:
+        click.echo("No changes.")
+
+
+def _refuse_unsafe(plan: Plan, options: _Options) -> None:
+    if plan.safety.unsafe and not plan.safety.forced and not options.force:
+        raise PlanRefusedError(
+            "refusing an unsafe plan: " + "; ".join(plan.safety.reasons),
+            hint="check that the manifest is complete; if these deletions are wanted, pass --force",
+        )
+
+
+def _confirm(options: _Options) -> None:
+    if options.yes:
+        return
+    if not sys.stdin.isatty():
+        raise FacesyncError(
+            "refusing to apply without confirmation: standard input is not a terminal",
+            hint="review the plan above, then pass --yes (or save it with facesync plan --out PLAN.json "
+                 "and apply that file)",
+        )
+    click.echo("\nApply these changes? Only 'yes' will be accepted to approve.")
+    answer = click.prompt("  Enter a value", default="", show_default=False, prompt_suffix=": ")
+    if answer.strip() != "yes":
+        raise FacesyncError("Apply cancelled: nothing was changed.")
+
+
+def _run(plan: Plan, library, cache, spec: TargetSpec, options: _Options, protected) -> int:
+    total = len(plan.operations)
+    every = max(10, min(100, total // 10))
+    seen = {"n": 0, "failed": 0}
+
+    with progress_bars.progress("Applying", total=total) as bar:
+        def on_result(result: executor.OpResult) -> None:
+            seen["n"] += 1
+            if result.outcome == executor.FAILED:
+                seen["failed"] += 1
+                if not options.quiet:
+                    click.echo(f"apply: FAILED {_describe(result)}", err=True)
+            if not bar.visible and not options.quiet and (seen["n"] % every == 0 or seen["n"] == total):
+                click.echo(f"apply: {seen['n']}/{total} operations ({seen['failed']} failed)", err=True)
+
+        result = executor.execute(plan, library, concurrency=options.concurrency, progress=bar,
+                                  on_result=on_result, cache=cache, protected_groups=protected)
+    if options.report_path:
+        _write_report(options.report_path, executor.report_dict(result, target=library.identity, plan=plan))
+    _summarise(result)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    if result.stopped:
+        raise ApplyFailedError(f"apply stopped before the end: {result.stopped}",
+                               hint=_stop_hint(result))
+    if not result.ok:
+        parts = []
+        if result.count(executor.FAILED):
+            parts.append(f"{result.count(executor.FAILED)} operation(s) failed")
+        if result.count(executor.SKIPPED):
+            parts.append(f"{result.count(executor.SKIPPED)} skipped")
+        if result.problems:
+            parts.append(f"verification found {len(result.problems)} problem(s)")
+        raise ApplyFailedError("apply incomplete: " + ", ".join(parts),
+                               hint="fix the causes above and run apply again: done work is not redone")
+    return EXIT_OK
+
+
+def _describe(result: executor.OpResult) -> str:
+    op = result.operation
+    where = f"{op.group_id}/{op.user_id}" if op.user_id is not None else op.group_id
+    subject = ""
+    if op.face is not None:
+        subject = f" ({op.face.source})"
+    elif op.face_token:
+        subject = f" ({op.face_token})"
+    text = f"{op.kind.value} {where}{subject}: {result.error_msg or result.outcome}"
+    if result.log_id is not None and "log_id" not in text:
+        text += f", log_id {result.log_id}"
+    return redact(text)
+
+
+def _summarise(result: executor.ApplyResult) -> None:
+    rate = result.calls / result.duration_s if result.duration_s > 0 else 0.0
+    click.echo(f"\nApply {'complete' if result.ok else 'finished with problems'}: "
+               f"{result.count(executor.DONE)} done, {result.count(executor.ALREADY)} already done, "
+               f"{result.count(executor.FAILED)} failed, {result.count(executor.SKIPPED)} skipped "
+               f"({len(result.results)} operations, {result.calls} calls in {result.duration_s:.1f} s, "
+               f"{rate:.1f} calls/s).")
+    failures = result.failures
+    if failures:
+        click.echo("Failed:")
+        for failure in failures[:SHOWN_FAILURES]:
+            click.echo(f"  - {_describe(failure)}")
+        if len(failures) > SHOWN_FAILURES:
+            click.echo(f"  ... and {len(failures) - SHOWN_FAILURES} more (see --report)")
+    if result.verified:
+        if result.problems:
+            click.echo(f"Verification: the library differs from the plan in {len(result.problems)} way(s):")
+            for problem in result.problems[:SHOWN_FAILURES]:
+                click.echo(f"  - {problem}")
+            if len(result.problems) > SHOWN_FAILURES:
+                click.echo(f"  ... and {len(result.problems) - SHOWN_FAILURES} more (see --report)")
+        else:
+            click.echo(f"Verified: the library holds what the plan wanted ({result.verify_calls} reads in "
+                       f"{result.verify_s:.1f} s).")
+
+
+def _stop_hint(result: executor.ApplyResult) -> str:
+    for failure in result.failures:
+        if failure.error_code in (17, 19):
+            return "the app's request quota is used up; run apply again once it is renewed"
+        if failure.error_code is not None and failure.error_code in (6, 13, 14, 15, 100, 110, 111):
+            return "check BAIDU_API_KEY, BAIDU_SECRET_KEY and the app's permissions, then run apply again"
+    return "run apply again: done work is not redone"
+
+
+def _write_report(path: str, report: dict) -> None:
+    """Atomically: the report file holds an old report or the whole new one, never a part."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, prefix=".report-",  # noqa: SIM115
+                                             suffix=".tmp", delete=False)
+        try:
+            with handle:
+                json.dump(report, handle, indent=2, ensure_ascii=False)
+                handle.write("\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(handle.name, path)
+        except BaseException:
+            os.unlink(handle.name)
+            raise
+    except OSError as error:
+        raise ConfigError(f"cannot write the report {path}: {error.strerror or error}",
+                          hint="give --report a path in a folder that exists and is writable") from None

@@ -1,0 +1,134 @@
+"""apply over real HTTP against ``facesync serve --faults``: transient faults, rejected images, quota."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from facesync import apply as executor
+from facesync.api.baidu import BaiduClient
+from facesync.api.retry import RetryPolicy
+from facesync.local.store import LocalLibrary
+from facesync.model import Desired, DesiredGroup, DesiredUser
+from tests.test_apply import desired_state, image_file, plan_for, seed_library, snapshot, token_of
+
+TRANSIENT_FAULTS = {
+    "seed": 7,
+    "faults": [
+        {"kind": "error", "rate": 0.15, "codes": [18, 2, 222901]},
+        {"kind": "http_502", "rate": 0.05},
+        {"kind": "drop", "rate": 0.05},
+        {"kind": "drop_after_commit", "rate": 0.05,
+         "endpoints": ["faceset/user/add", "faceset/user/copy", "faceset/face/delete", "faceset/user/delete",
+                       "faceset/group/add", "faceset/group/delete", "faceset/user/update"]},
+    ],
+}
+
+
+def write_faults(tmp_path, faults: dict) -> str:
+    path = tmp_path / "faults.yaml"
+    path.write_text(yaml.safe_dump(faults))
+    return str(path)
+
+
+def seeded_server(serve, tmp_path, layout: dict, *extra: str):
+    db = str(tmp_path / "served.db")
+    with LocalLibrary(db) as library:
+        seed_library(library, layout)
+    return serve(*extra, db=db)
+
+
+def served_state(server, group_ids) -> dict:
+    with LocalLibrary(server.db) as library:
+        return snapshot(library, group_ids)
+
+
+def write_manifest(tmp_path, groups: dict) -> str:
+    """groups: {group: {user: ([seeds], user_info)}} → a manifest file with images beside it."""
+    for users in groups.values():
+        for seeds, _ in users.values():
+            for seed in seeds:
+                image_file(tmp_path, seed)
+    doc = {"version": 1, "groups": {
+        g: {"users": {u: {"images": [f"face{s}.png" for s in seeds], **({"user_info": info} if info else {})}
+                      for u, (seeds, info) in users.items()}}
+        for g, users in groups.items()}}
+    path = tmp_path / "faceset.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return str(path)
+
+
+def run_apply(server, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**server.env(), "FACESYNC_CACHE_DIR": str(server.db) + ".cache"}
+    return subprocess.run([sys.executable, "-m", "facesync", "apply", "--qps", "500", *args], env=env,
+                          check=False, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_apply_converges_through_thirty_percent_transient_faults(serve, tmp_path):
+    server = seeded_server(serve, tmp_path, {"g": {"keep": ([1, 2], "k"), "gone": ([3], ""), "swap": ([4], "s")},
+                                             "old": {"x": ([5], "")}},
+                           "--faults", write_faults(tmp_path, TRANSIENT_FAULTS))
+    desired = Desired(groups=(
+        DesiredGroup("g", (DesiredUser("keep", (image_file(tmp_path, 1), image_file(tmp_path, 6)), "k2"),
+                           DesiredUser("swap", (image_file(tmp_path, 7), image_file(tmp_path, 8)), "s"),
+                           *(DesiredUser(f"n{i}", (image_file(tmp_path, 20 + i), image_file(tmp_path, 40 + i)), "n")
+                             for i in range(8)))),
+        DesiredGroup("h", tuple(DesiredUser(f"n{i}", (image_file(tmp_path, 20 + i), image_file(tmp_path, 40 + i)), "n")
+                                for i in range(8))),
+    ))
+    client = BaiduClient(server.base_url, server.api_key, server.secret_key, qps=None)
+    client.policy = RetryPolicy(max_attempts=25, max_elapsed=60, base_delay=0.02, max_delay=0.2)
+    try:
+        plan = plan_for(client, desired)
+        result = executor.execute(plan, client, concurrency=8)
+        assert result.ok, (result.failures, result.problems)
+        assert result.calls > len(plan.operations)  # retries happened and were counted
+        assert served_state(server, ["g", "h"]) == desired_state(desired)
+        assert plan_for(client, desired).empty
+    finally:
+        client.close()
+    faults = server.stats()
+    assert faults["total"] > len(plan.operations)
+
+
+def test_rejected_image_fails_its_op_skips_dependents_and_exits_1(serve, tmp_path):
+    faults = {"reject_images": [{"face_token": token_of(50), "code": 223120}]}
+    server = seeded_server(serve, tmp_path, {"g": {"u": ([1, 2], ""), "other": ([3], "")}},
+                           "--faults", write_faults(tmp_path, faults))
+    manifest = write_manifest(tmp_path, {"g": {"u": ([1, 50], ""), "other": ([4], ""), "new": ([5], "")}})
+    report_path = tmp_path / "report.json"
+    done = run_apply(server, manifest, "--yes", "--report", str(report_path))
+    assert done.returncode == 1, done.stderr
+    assert "223120" in done.stdout + done.stderr and "liveness" in done.stdout + done.stderr
+    report = json.loads(report_path.read_text())
+    outcomes = {(op["kind"], op["user_id"]): op["outcome"] for op in report["operations"]}
+    assert outcomes[("add_face", "u")] == "failed"
+    assert outcomes[("delete_face", "u")] == "skipped"
+    assert outcomes[("add_face", "new")] == "done"
+    assert report["totals"]["failed"] == 1 and not report["ok"]
+    failed = next(op for op in report["operations"] if op["outcome"] == "failed")
+    assert failed["error_code"] == 223120 and failed["log_id"] and failed["attempts"] >= 1
+    state = served_state(server, ["g"])
+    assert state["g"]["u"][0] == tuple(sorted([token_of(1), token_of(2)]))  # keeps its old faces
+    assert state["g"]["other"][0] == (token_of(4),)
+    text = report_path.read_text() + done.stdout + done.stderr
+    assert server.api_key not in text and server.secret_key not in text
+
+
+def test_quota_exhaustion_stops_the_run_at_once(serve, tmp_path):
+    faults = {"faults": [{"kind": "error", "rate": 1.0, "codes": [17], "endpoints": ["faceset/face/delete"]}]}
+    users = {f"u{i}": ([i, 100 + i], "") for i in range(1, 30)}
+    server = seeded_server(serve, tmp_path, {"g": users}, "--faults", write_faults(tmp_path, faults))
+    manifest = write_manifest(tmp_path, {"g": {user: ([seeds[0]], "") for user, (seeds, _) in users.items()}})
+    report_path = tmp_path / "report.json"
+    done = run_apply(server, manifest, "--yes", "--force", "--concurrency", "2", "--report", str(report_path))
+    assert done.returncode == 1, done.stderr
+    assert "daily request limit" in done.stderr and "quota" in done.stderr
+    report = json.loads(report_path.read_text())
+    assert report["stopped"]
+    assert report["totals"]["skipped"] >= 25  # nothing new started after the first 17
+    assert server.stats()["counters"].get("faceset/face/delete", 0) <= 2
+    assert served_state(server, ["g"])["g"]["u1"][0] == tuple(sorted([token_of(1), token_of(101)]))
