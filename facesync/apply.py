@@ -189,7 +189,7 @@ def _tokens_removed(op: Operation) -> tuple[str, ...]:
 
 def check_safety(plan: Plan, protected_groups: Iterable[str] = ()) -> None:
     """Refuse a plan that deletes a protected group or touches the lock group, whatever its origin."""
-    protected = set(protected_groups) | set(getattr(plan, "protected_groups", ()) or ())
+    protected = set(protected_groups) | set(plan.protected_groups)
     reasons = []
     for op in plan.operations:
         if op.kind is OpKind.DELETE_GROUP and op.group_id in protected:

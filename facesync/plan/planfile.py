@@ -110,6 +110,7 @@ def to_document(plan: Plan) -> dict:
             "forced": safety.forced,
         },
         "notes": list(plan.notes),
+        "protected_groups": list(plan.protected_groups),
         "operations": [_operation(index, op) for index, op in enumerate(plan.operations)],
     }
     document["checksum"] = checksum(document)
@@ -200,6 +201,7 @@ def from_document(document: dict) -> Plan:
         created_at=document["created_at"],
         notes=tuple(document["notes"]),
         qps=document["qps"],
+        protected_groups=tuple(document["protected_groups"]),
     )
 
 

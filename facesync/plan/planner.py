@@ -390,6 +390,7 @@ def make_plan(desired: Desired, live: Live, *, target: str | None = None, qps: f
         created_at=_now() if created_at is None else created_at,
         notes=tuple(builder.notes),
         qps=qps,
+        protected_groups=tuple(sorted(desired.policy.protected_groups)),
     )
 
 
