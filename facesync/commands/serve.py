@@ -1,0 +1,104 @@
+"""``facesync serve``: the local library behind Baidu's wire protocol, on 127.0.0.1 by default.
+
+Point the official SDK, facesync (``--target http://127.0.0.1:8155``) or any Baidu client at it to try
+things before touching Baidu; tests and benchmarks use its QPS limit, latency, faults and admin API.
+The credentials it accepts default to local-api-key / local-secret-key / app id 10000001, or come from
+BAIDU_API_KEY / BAIDU_SECRET_KEY / BAIDU_APP_ID; they are never printed.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from facesync import logs
+from facesync.errors import ConfigError
+from facesync.local.faults import FaultInjector, image_check_for, load_faults
+from facesync.local.server import DEFAULT_TOKEN_TTL, FaceApi, FaceServer, ServerSettings
+
+DEFAULT_DB = ".facesync/library.db"
+DEFAULT_PORT = 8155
+DEFAULT_API_KEY = "local-api-key"
+DEFAULT_SECRET_KEY = "local-secret-key"
+DEFAULT_APP_ID = "10000001"
+
+
+@click.command("serve")
+@click.option("--db", default=DEFAULT_DB, show_default=True, metavar="FILE", help="The library's SQLite file.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 exposes the library to the network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
+              help="0 picks a free port (the 'listening on' line says which).")
+@click.option("--qps", type=click.IntRange(min=1), default=None,
+              help="Answer error 18 above N calls in any one second (default: no limit).")
+@click.option("--latency-ms", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Delay every API answer by N ms.")
+@click.option("--faults", "faults_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="YAML file of injected faults and rejected images (see examples/faults.example.yaml).")
+@click.option("--journal", "journal_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also append every mutating call to this JSON-lines file (survives restarts).")
+@click.option("--api-key", envvar="BAIDU_API_KEY", default=DEFAULT_API_KEY, metavar="K",
+              help=f"API key clients must present [env BAIDU_API_KEY; default {DEFAULT_API_KEY}].")
+@click.option("--secret-key", envvar="BAIDU_SECRET_KEY", default=DEFAULT_SECRET_KEY, metavar="S",
+              help=f"Secret key clients must present [env BAIDU_SECRET_KEY; default {DEFAULT_SECRET_KEY}].")
+@click.option("--app-id", envvar="BAIDU_APP_ID", default=DEFAULT_APP_ID, metavar="ID",
+              help=f"App id inside access tokens [env BAIDU_APP_ID; default {DEFAULT_APP_ID}].")
+@click.option("--token-ttl", type=click.IntRange(min=1), default=DEFAULT_TOKEN_TTL, show_default=True,
+              metavar="SECONDS", help="Lifetime of access tokens; after it calls get error 111.")
+@click.option("--max-faces-per-user", type=click.IntRange(min=1), default=None,
+              help="Refuse more faces per user (Baidu's current cap is 20; default: none).")
+@click.option("--background-group-delete", is_flag=True,
+              help="Delete groups of over 500 faces in the background at about 20 faces/s, as Baidu does.")
+def command(db: str, host: str, port: int, qps: int | None, latency_ms: int, faults_file: str | None,
+            journal_file: str | None, api_key: str, secret_key: str, app_id: str, token_ttl: int,
+            max_faces_per_user: int | None, background_group_delete: bool) -> int:
+    """Serve a local face library over Baidu's Face V3 HTTP protocol."""
+    for secret in (api_key, secret_key):
+        logs.register_secret(secret)
+    if not api_key or not secret_key or not app_id:
+        raise ConfigError("--api-key, --secret-key and --app-id must not be empty")
+    faults = load_faults(faults_file) if faults_file else None
+    settings = ServerSettings(api_key=api_key, secret_key=secret_key, app_id=app_id, token_ttl=token_ttl,
+                              qps=qps, latency_ms=latency_ms, journal_path=journal_file)
+    library = _open_library(db, max_faces_per_user, background_group_delete,
+                            image_check_for(faults) if faults else None)
+    try:
+        api = FaceApi(library, settings, FaultInjector(faults) if faults else None)
+        try:
+            server = FaceServer(api, host, port)
+        except OSError as error:
+            api.close()
+            raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error}",
+                              hint="pick another --port, or 0 for any free one") from None
+        _serve(server, db, app_id)
+    finally:
+        library.close()
+    return 0
+
+
+def _open_library(db: str, max_faces_per_user: int | None, background_group_delete: bool, image_check):
+    from facesync.local.store import LocalLibrary
+
+    Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return LocalLibrary(db, max_faces_per_user=max_faces_per_user,
+                        background_group_delete=background_group_delete, image_check=image_check)
+
+
+def _serve(server: FaceServer, db: str, app_id: str) -> None:
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        click.echo(f"facesync serve: listening on {server.url}")
+        sys.stdout.flush()
+        click.echo(f"facesync serve: library {db}, app id {app_id}; Ctrl-C to stop", err=True)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("facesync serve: stopped", err=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.server_close()
