@@ -1,0 +1,60 @@
+"""``facesync export``: write a manifest of what the library holds (see facesync/export.py for the format).
+
+Without ``--out`` the manifest streams to stdout; with it, the file is written atomically (a temporary
+file in the same folder, then a rename), so an interrupted export never leaves a partial manifest.
+A ``local:PATH`` target that does not exist is refused rather than created empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from facesync.commands.options import concurrency_option, qps_option, target_option
+from facesync.errors import EXIT_OK, ConfigError
+from facesync.export import atomic_output, export_manifest
+from facesync.targets import TargetSpec, choose_target, open_target
+from facesync.workflow import close_library
+
+log = logging.getLogger(__name__)
+
+
+def open_existing(spec: TargetSpec, *, qps: float | None, concurrency: int):
+    """The library of ``spec``; a local library must exist already (reading never creates one)."""
+    if spec.is_local and not os.path.exists(spec.location):
+        raise ConfigError(f"no local library at {spec.location}",
+                          hint="check --target local:PATH (or FACESYNC_TARGET)")
+    return open_target(spec, qps=qps, concurrency=concurrency)
+
+
+@click.command("export")
+@target_option
+@click.option("--group", "-g", "groups", metavar="G", multiple=True,
+              help="Export only this group (repeatable). Default: every group.")
+@click.option("--out", "-o", "out", metavar="FILE", type=click.Path(dir_okay=False), default=None,
+              help="Write the manifest to FILE (atomically) instead of stdout.")
+@qps_option
+@concurrency_option
+def command(target: str | None, groups: tuple[str, ...], out: str | None, qps: float | None,
+            concurrency: int) -> int:
+    """Write a manifest of the library as it is: groups, users, user_info, faces by face_token.
+
+    Planning the exported manifest against the same library shows no changes.
+    """
+    spec = choose_target(target)
+    library = open_existing(spec, qps=qps, concurrency=concurrency)
+    try:
+        if out:
+            with atomic_output(out, what="manifest") as handle:
+                stats = export_manifest(library, handle, target=spec.text, groups=groups, concurrency=concurrency)
+        else:
+            stats = export_manifest(library, sys.stdout, target=spec.text, groups=groups, concurrency=concurrency)
+            sys.stdout.flush()
+    finally:
+        close_library(library)
+    where = f" to {out}" if out else ""
+    click.echo(f"Exported {stats.groups} groups, {stats.users} users, {stats.faces} faces{where}.", err=True)
+    return EXIT_OK

@@ -1,0 +1,47 @@
+"""``facesync snapshot [MANIFEST] --out FILE``: save the live state for plans made without credentials.
+
+With MANIFEST: exactly what ``facesync plan MANIFEST`` reads, plus the face_tokens of the manifest's
+images (resolved as plan resolves them: token cache, then ``detect``). Without: the whole library.
+The target follows plan's order (``--target``, ``FACESYNC_TARGET``, the manifest's ``target:``, the
+default). The file is written atomically; it holds ids, user_info and face_tokens, never a secret.
+"""
+
+from __future__ import annotations
+
+import click
+
+from facesync.commands.export import open_existing
+from facesync.commands.options import concurrency_option, qps_option, target_option
+from facesync.errors import EXIT_OK
+from facesync.snapshot import take_snapshot, write_snapshot
+from facesync.targets import choose_target
+from facesync.workflow import close_library, load_desired, open_cache
+
+
+@click.command("snapshot")
+@click.argument("manifest_path", metavar="[MANIFEST]", required=False, type=click.Path(dir_okay=False))
+@target_option
+@click.option("--out", "-o", "out", metavar="FILE", type=click.Path(dir_okay=False), required=True,
+              help="Where to write the snapshot (JSON), for `facesync plan MANIFEST --live FILE`.")
+@qps_option
+@concurrency_option
+def command(manifest_path: str | None, target: str | None, out: str, qps: float | None, concurrency: int) -> int:
+    """Save the library's live state (of MANIFEST's scope, or all of it) to FILE."""
+    desired = load_desired(manifest_path)[0] if manifest_path else None
+    spec = choose_target(target, desired.target if desired is not None else None)
+    library = open_existing(spec, qps=qps, concurrency=concurrency)
+    try:
+        cache = open_cache(library)
+        try:
+            snapshot = take_snapshot(library, desired, cache, concurrency=concurrency)
+        finally:
+            cache.close()
+    finally:
+        close_library(library)
+    write_snapshot(snapshot, out)
+    live = snapshot.live
+    users = sum(len(group.users) for group in live.groups.values())
+    click.echo(f"Saved the live state of {snapshot.target} ({len(live.groups)} groups read, {users} users, "
+               f"{len(snapshot.tokens) + len(snapshot.url_tokens)} image tokens) to {out}; plan against it with: "
+               f"facesync plan MANIFEST --live {out}", err=True)
+    return EXIT_OK

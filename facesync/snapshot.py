@@ -1,0 +1,455 @@
+"""Live state saved to a file, and plans made from it with no network: reviews of pull requests from
+forks, which have no credentials.
+
+``take_snapshot`` reads what a plan of the manifest reads (``refresh``) and resolves the manifest's
+images the way a plan does (token cache, then ``detect``); the file keeps that Live and the token map
+(content sha256 → face_token, URL → face_token). Without a manifest it reads the whole library (every
+group, user, user_info and face) and keeps no token map. The format is ``schemas/snapshot.schema.json``
+(``format_version`` 1); ``load_snapshot`` refuses, with ``SnapshotError`` naming the place, anything
+else.
+
+``plan_offline`` plans a manifest against a snapshot: the snapshot is projected onto the manifest's scope
+(so the plan equals an online plan of the same state), and images are resolved from the snapshot's
+token map and the local token cache only. Choices:
+
+- The manifest may have moved on since the snapshot (that is the point of a pull request). A managed
+  group, a user's faces or a managed user_info the snapshot did not read cannot be planned: refused
+  with ``SnapshotError`` naming them (take the snapshot with this manifest, or of the whole library).
+- An image of an existing user whose face_token neither the snapshot nor the cache knows is taken as
+  not present, so the plan adds it (as an upload, its token unknown), and ``Plan.notes`` says how many.
+  This is right for a new photo. It could be wrong only if the user also has faces that no known image
+  accounts for and the group prunes: such a face might be that very photo, and a plan deleting it could
+  lose a face the manifest wants. That case is refused with ``SnapshotError``.
+- ``Plan.live_source`` names the file, the library and the snapshot's time and age; ``Plan.target`` is
+  the library the snapshot was taken of, so ``apply PLAN.json`` refuses any other library, and the
+  executor checks every fact the plan was made on against the library before changing anything.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from facesync import __version__
+from facesync import progress as progress_bars
+from facesync.api.protocol import FaceLibrary, iter_group_ids
+from facesync.cache import TokenCache
+from facesync.errors import FacesyncError
+from facesync.export import ExportedUser, atomic_output, read_library, utc_now
+from facesync.model import (
+    LOCK_GROUP_ID,
+    Desired,
+    DesiredImage,
+    ImageKind,
+    Live,
+    LiveGroup,
+    LiveUser,
+)
+from facesync.plan.ops import Operation, Plan
+from facesync.plan.planner import make_plan
+from facesync.refresh import refresh
+from facesync.resolve import ImageResolveError, resolve_images
+from facesync.targets import REMOTE_DEFAULT_QPS, parse_target
+
+FORMAT_VERSION = 1
+SCOPE_MANIFEST = "manifest"
+SCOPE_LIBRARY = "library"
+MAX_SHOWN = 20
+_UNRESOLVED = "unresolved:"  # prefix of the stand-in token an unknown image carries through the planner
+
+
+class SnapshotError(FacesyncError):
+    """A snapshot file cannot be read, or cannot answer for the manifest being planned."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A saved Live and the token map resolved with it. ``taken_at``: UTC ISO 8601; ``target``: the
+    identity of the library read."""
+
+    live: Live
+    tokens: dict[str, str]
+    taken_at: str
+    target: str
+    url_tokens: dict[str, str] = field(default_factory=dict)
+    scope: str = SCOPE_MANIFEST
+    manifest_digest: str = ""
+
+
+@dataclass(frozen=True)
+class OfflinePlan:
+    """What ``plan_offline`` made, and from what. ``unresolved``: images planned as new because their
+    face_token is unknown offline."""
+
+    desired: Desired
+    live: Live
+    plan: Plan
+    snapshot: Snapshot
+    unresolved: tuple[DesiredImage, ...] = ()
+
+
+# -- taking -------------------------------------------------------------------------------------------
+
+
+def take_snapshot(library: FaceLibrary, desired: Desired | None, cache: TokenCache, *, concurrency: int = 8,
+                  progress: bool | None = None) -> Snapshot:
+    """The library as a plan of ``desired`` reads it (None: the whole library), with its token map."""
+    taken_at = utc_now()
+    if desired is None:
+        live = _read_whole(library, concurrency=concurrency, progress=progress)
+        return Snapshot(live, {}, taken_at, library.identity, scope=SCOPE_LIBRARY)
+    live = refresh(library, desired, concurrency=concurrency, progress=progress)
+    resolved = resolve_images(desired, live, library, cache, concurrency=concurrency, progress=progress).desired
+    tokens: dict[str, str] = {}
+    url_tokens: dict[str, str] = {}
+    for image in _images(resolved):
+        if image.face_token is None:
+            continue
+        if image.kind is ImageKind.FILE and image.sha256:
+            tokens[image.sha256] = image.face_token
+        elif image.kind is ImageKind.URL:
+            url_tokens[image.source] = image.face_token
+    return Snapshot(live, tokens, taken_at, library.identity, url_tokens, SCOPE_MANIFEST, desired.digest)
+
+
+def _read_whole(library: FaceLibrary, *, concurrency: int, progress: bool | None) -> Live:
+    with progress_bars.progress("Reading the library", enabled=progress) as bar:
+        group_ids = tuple(iter_group_ids(library))
+        readable = [group_id for group_id in group_ids if group_id != LOCK_GROUP_ID]
+        users: dict[str, dict[str, LiveUser]] = {group_id: {} for group_id in readable}
+        for event in read_library(library, readable, concurrency=concurrency, bar=bar):
+            if isinstance(event, ExportedUser):
+                users[event.group_id][event.user_id] = LiveUser(event.user_id, event.face_tokens, event.user_info)
+    groups = {group_id: LiveGroup(group_id, members) for group_id, members in users.items()}
+    return Live(group_ids, groups, identity=library.identity, fetched_at=time.time(), source="refresh")
+
+
+def _images(desired: Desired) -> Iterable[DesiredImage]:
+    for group in desired.groups:
+        for user in group.users:
+            yield from user.images
+
+
+# -- the file -----------------------------------------------------------------------------------------
+
+
+def to_document(snapshot: Snapshot) -> dict:
+    document = {
+        "format_version": FORMAT_VERSION,
+        "taken_at": snapshot.taken_at,
+        "target": snapshot.target,
+        "scope": snapshot.scope,
+        "facesync_version": __version__,
+        "group_ids": list(snapshot.live.group_ids),
+        "groups": [
+            {"group_id": group.group_id,
+             "users": [{"user_id": user.user_id,
+                        "face_tokens": None if user.face_tokens is None else list(user.face_tokens),
+                        "user_info": user.user_info} for user in group.users.values()]}
+            for group in snapshot.live.groups.values()
+        ],
+        "tokens": dict(sorted(snapshot.tokens.items())),
+        "url_tokens": dict(sorted(snapshot.url_tokens.items())),
+    }
+    if snapshot.manifest_digest:
+        document["manifest_digest"] = snapshot.manifest_digest
+    return document
+
+
+def dump_snapshot(snapshot: Snapshot) -> str:
+    return json.dumps(to_document(snapshot), indent=1, ensure_ascii=False) + "\n"
+
+
+def write_snapshot(snapshot: Snapshot, path: str | os.PathLike) -> None:
+    """Atomically: ``path`` holds the old file or the whole new one."""
+    with atomic_output(str(path), what="snapshot") as handle:
+        json.dump(to_document(snapshot), handle, indent=1, ensure_ascii=False)
+        handle.write("\n")
+
+
+def load_snapshot(path: str | os.PathLike) -> Snapshot:
+    """The snapshot in ``path``, checked against the schema; ``SnapshotError`` says what is wrong."""
+    name = str(path)
+    hint = "pass a file written by `facesync snapshot --out FILE`"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SnapshotError(f"cannot read snapshot {name}: {getattr(error, 'strerror', None) or error}",
+                            hint=hint) from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SnapshotError(f"{name}:{error.lineno}:{error.colno}: not JSON: {error.msg}", hint=hint) from None
+    version = document.get("format_version") if isinstance(document, dict) else None
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise SnapshotError(f"{name} has snapshot format {version}; this facesync reads format {FORMAT_VERSION}",
+                            hint="upgrade facesync, or take the snapshot with this version")
+    _validate(document, name, hint)
+    return from_document(document, name)
+
+
+def _validate(document: object, name: str, hint: str) -> None:
+    import jsonschema
+
+    from facesync import schemas
+
+    validator = jsonschema.Draft202012Validator(schemas.load("snapshot"))
+    problems = sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+    if problems:
+        lines = [f"  at {_pointer(p.absolute_path)}: {p.message if len(p.message) < 200 else p.message[:200] + '...'}"
+                 for p in problems[:MAX_SHOWN]]
+        more = f"\n  ... and {len(problems) - MAX_SHOWN} more" if len(problems) > MAX_SHOWN else ""
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise SnapshotError(f"{name} is not a valid facesync snapshot ({len(problems)} {noun}):\n"
+                            + "\n".join(lines) + more, hint=hint)
+
+
+def _pointer(path) -> str:
+    return "/" + "/".join(str(part) for part in path) if path else "(top level)"
+
+
+def from_document(document: dict, name: str = "the snapshot") -> Snapshot:
+    group_ids = tuple(document["group_ids"])
+    known = set(group_ids)
+    groups: dict[str, LiveGroup] = {}
+    for index, group in enumerate(document["groups"]):
+        group_id = group["group_id"]
+        where = f"{name}: at /groups/{index}"
+        if group_id in groups:
+            raise SnapshotError(f"{where}: group {group_id} is listed twice")
+        if group_id not in known:
+            raise SnapshotError(f"{where}: group {group_id} is not in group_ids")
+        users: dict[str, LiveUser] = {}
+        for user in group["users"]:
+            if user["user_id"] in users:
+                raise SnapshotError(f"{where}: user {user['user_id']} is listed twice in group {group_id}")
+            tokens = user["face_tokens"]
+            users[user["user_id"]] = LiveUser(user["user_id"], None if tokens is None else tuple(tokens),
+                                              user["user_info"])
+        groups[group_id] = LiveGroup(group_id, users)
+    taken_at = document["taken_at"]
+    live = Live(group_ids, groups, identity=document["target"], fetched_at=_epoch(taken_at),
+                source=f"snapshot {name}")
+    return Snapshot(live, dict(document["tokens"]), taken_at, document["target"],
+                    dict(document.get("url_tokens", {})), document["scope"], document.get("manifest_digest", ""))
+
+
+def _epoch(taken_at: str) -> float:
+    return float(calendar.timegm(time.strptime(taken_at.split(".")[0].rstrip("Z"), "%Y-%m-%dT%H:%M:%S")))
+
+
+def age_text(seconds: float) -> str:
+    """How long ago, as people say it: 40 s, 12 min, 3 h, 2 days."""
+    if seconds < -60:
+        return "in the future: check the clocks"
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{int(seconds)} s ago"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min ago"
+    if seconds < 48 * 3600:
+        return f"{round(seconds / 3600)} h ago"
+    return f"{round(seconds / 86400)} days ago"
+
+
+def describe_source(snapshot_path: str, snapshot: Snapshot, now: float | None = None) -> str:
+    """``Plan.live_source`` of a plan made from a snapshot."""
+    age = (time.time() if now is None else now) - _epoch(snapshot.taken_at)
+    return f"snapshot {snapshot_path} of {snapshot.target} taken at {snapshot.taken_at} ({age_text(age)})"
+
+
+# -- planning offline ---------------------------------------------------------------------------------
+
+
+def coverage_problems(desired: Desired, live: Live) -> tuple[str, ...]:
+    """What a plan of ``desired`` needs that ``live`` (from a snapshot) did not read."""
+    existing = set(live.group_ids)
+    managed_info = {user.user_id for group in desired.groups for user in group.users if user.user_info is not None}
+    problems: list[str] = []
+    for group in desired.groups:
+        gid = group.group_id
+        if gid not in existing:
+            continue
+        live_group = live.groups.get(gid)
+        if live_group is None:
+            problems.append(f"group {gid}: its users were not read")
+            continue
+        named = {user.user_id for user in group.users}
+        for uid, live_user in live_group.users.items():
+            if uid in named and live_user.face_tokens is None:
+                problems.append(f"user {gid}/{uid}: faces were not read")
+            if uid in managed_info and live_user.user_info is None:
+                problems.append(f"user {gid}/{uid}: user_info was not read")
+    return tuple(problems)
+
+
+def project(live: Live, desired: Desired) -> Live:
+    """``live`` cut to what ``refresh`` reads for ``desired``: an offline plan equals an online one."""
+    managed_info = {user.user_id for group in desired.groups for user in group.users if user.user_info is not None}
+    groups: dict[str, LiveGroup] = {}
+    for group in desired.groups:
+        live_group = live.groups.get(group.group_id)
+        if live_group is None:
+            continue
+        named = {user.user_id for user in group.users}
+        groups[group.group_id] = LiveGroup(group.group_id, {
+            uid: LiveUser(uid, user.face_tokens if uid in named else None,
+                          user.user_info if uid in managed_info else None)
+            for uid, user in live_group.users.items()
+        })
+    return replace(live, groups=groups)
+
+
+@dataclass(frozen=True)
+class _Offline:
+    desired: Desired
+    unresolved: tuple[DesiredImage, ...]
+
+
+def resolve_offline(desired: Desired, live: Live, snapshot: Snapshot, cache: TokenCache | None) -> _Offline:
+    """Images of existing users given their face_token from the snapshot's map or the cache; the others
+    carry a stand-in token (``unresolved:...``) that ``plan_offline`` removes from the plan."""
+    live_ids = {uid for group in live.groups.values() for uid in group.users}
+    answers: dict[tuple[str, str], DesiredImage] = {}
+    unresolved: dict[tuple[str, str], DesiredImage] = {}
+    problems: list[str] = []
+
+    def one(image: DesiredImage) -> DesiredImage:
+        if image.face_token is not None or image.kind is ImageKind.FACE_TOKEN:
+            return image
+        key = (image.kind.value, image.path or image.source)
+        if key not in answers:
+            try:
+                answers[key] = _lookup(image, snapshot, cache)
+            except OSError as error:
+                problems.append(f"{image.origin}: {image.source} cannot be read: {error.strerror or error}")
+                answers[key] = image
+            if answers[key].face_token is None:
+                unresolved[key] = image
+                stand_in = _UNRESOLVED + (answers[key].sha256 or hashlib.sha256(key[1].encode()).hexdigest())
+                answers[key] = replace(answers[key], face_token=stand_in)
+        return answers[key]
+
+    groups = tuple(
+        replace(group, users=tuple(
+            replace(user, images=tuple(one(image) for image in user.images)) if user.user_id in live_ids else user
+            for user in group.users))
+        for group in desired.groups)
+    if problems:
+        raise ImageResolveError(tuple(problems))
+    return _Offline(replace(desired, groups=groups), tuple(unresolved.values()))
+
+
+def _lookup(image: DesiredImage, snapshot: Snapshot, cache: TokenCache | None) -> DesiredImage:
+    if image.kind is ImageKind.URL:
+        token = snapshot.url_tokens.get(image.source) or (cache.url_token(image.source) if cache else None)
+        return replace(image, face_token=token)
+    path = os.path.abspath(image.path or image.source)
+    sha256 = image.sha256
+    if sha256 is None:
+        info = os.stat(path)
+        sha256 = cache.file_sha256(path, info.st_size, info.st_mtime_ns) if cache else None
+        if sha256 is None:
+            with open(path, "rb") as handle:
+                sha256 = hashlib.sha256(handle.read()).hexdigest()
+    token = snapshot.tokens.get(sha256) or (cache.token(sha256) if cache else None)
+    return replace(image, sha256=sha256, face_token=token)
+
+
+def unsafe_guesses(desired: Desired, live: Live, snapshot: Snapshot) -> tuple[str, ...]:
+    """Users for whom "an unknown image is a new face" could delete a face the manifest wants: the
+    group prunes, and the user has faces that no known image accounts for."""
+    known = set(snapshot.tokens.values()) | set(snapshot.url_tokens.values())
+    for image in _images(desired):
+        if image.face_token and not image.face_token.startswith(_UNRESOLVED):
+            known.add(image.face_token)
+    problems = []
+    for group in desired.groups:
+        live_group = live.groups.get(group.group_id)
+        if live_group is None or not group.prune:
+            continue
+        for user in group.users:
+            live_user = live_group.users.get(user.user_id)
+            if live_user is None or not live_user.face_tokens:
+                continue
+            guessed = [image for image in user.images if (image.face_token or "").startswith(_UNRESOLVED)]
+            unaccounted = [token for token in live_user.face_tokens if token not in known]
+            if guessed and unaccounted:
+                problems.append(f"user {group.group_id}/{user.user_id}: {guessed[0].source} and "
+                                f"{len(guessed) - 1} more image(s) are unknown to the snapshot, and face(s) "
+                                f"{' '.join(unaccounted[:3])} match no known image")
+    return tuple(problems)
+
+
+def _without_stand_ins(op: Operation) -> Operation:
+    if op.face is not None and (op.face.face_token or "").startswith(_UNRESOLVED):
+        return replace(op, face=replace(op.face, face_token=None))
+    return op
+
+
+def _estimate_qps(target: str, qps: float | None) -> float | None:
+    if qps is not None:
+        return qps
+    try:
+        return None if parse_target(target.split(" ")[0]).is_local else REMOTE_DEFAULT_QPS
+    except FacesyncError:
+        return REMOTE_DEFAULT_QPS
+
+
+def plan_snapshot(desired: Desired, snapshot: Snapshot, snapshot_path: str, *, cache: TokenCache | None = None,
+                  qps: float | None = None, force: bool = False, now: float | None = None) -> OfflinePlan:
+    """Plan ``desired`` (loaded, narrowed) against ``snapshot``, with no network."""
+    gaps = coverage_problems(desired, snapshot.live)
+    if gaps:
+        raise SnapshotError(_listing(f"snapshot {snapshot_path} does not hold what this manifest needs", gaps),
+                            hint="take the snapshot with this manifest (facesync snapshot MANIFEST --out FILE), "
+                                 "or of the whole library (facesync snapshot --out FILE)")
+    source = describe_source(snapshot_path, snapshot, now)
+    live = replace(project(snapshot.live, desired), source=source)
+    offline = resolve_offline(desired, live, snapshot, cache)
+    risky = unsafe_guesses(offline.desired, live, snapshot)
+    if risky:
+        raise SnapshotError(_listing("images unknown to the snapshot belong to users whose other faces it cannot "
+                                     "identify; planning them offline could delete a face the manifest wants", risky),
+                            hint="take the snapshot with this manifest (facesync snapshot MANIFEST --out FILE), "
+                                 "or plan online")
+    plan = make_plan(offline.desired, live, target=snapshot.target, qps=_estimate_qps(snapshot.target, qps),
+                     force=force)
+    notes = list(plan.notes)
+    if offline.unresolved:
+        shown = ", ".join(image.source for image in offline.unresolved[:5])
+        more = f" and {len(offline.unresolved) - 5} more" if len(offline.unresolved) > 5 else ""
+        notes.append(f"{len(offline.unresolved)} image(s) unknown to the snapshot are planned as new faces: "
+                     f"{shown}{more}")
+    plan = replace(plan, operations=tuple(_without_stand_ins(op) for op in plan.operations), notes=tuple(notes))
+    return OfflinePlan(offline.desired, live, plan, snapshot, offline.unresolved)
+
+
+def plan_offline(manifest_path: str, snapshot_path: str, *, groups: tuple[str, ...] = (),
+                 users: tuple[str, ...] = (), qps: float | None = None, force: bool = False,
+                 now: float | None = None) -> OfflinePlan:
+    """``facesync plan MANIFEST --live SNAPSHOT``: load both, plan, no network and no credentials.
+
+    The local token cache of the snapshot's library is read (never written) for tokens the snapshot lacks.
+    """
+    from facesync.workflow import load_desired
+
+    snapshot = load_snapshot(snapshot_path)
+    desired, _warnings = load_desired(manifest_path, groups=groups, users=users)
+    cache = TokenCache.for_target(snapshot.target)
+    try:
+        return plan_snapshot(desired, snapshot, snapshot_path, cache=cache, qps=qps, force=force, now=now)
+    finally:
+        cache.close()
+
+
+def _listing(title: str, lines: tuple[str, ...]) -> str:
+    shown = "\n".join(f"  - {line}" for line in lines[:MAX_SHOWN])
+    more = f"\n  ... and {len(lines) - MAX_SHOWN} more" if len(lines) > MAX_SHOWN else ""
+    return f"{title}:\n{shown}{more}"

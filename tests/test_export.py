@@ -1,0 +1,186 @@
+"""facesync export: the manifest of an existing library plans to no changes, streams in library order,
+quotes what YAML would misread, and never leaves a partial file."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+import yaml
+
+from facesync import manifest, schemas
+from facesync.api.protocol import Image
+from facesync.export import atomic_output, export_manifest, key, quoted
+from facesync.local.store import LocalLibrary
+from facesync.workflow import plan_manifest
+from tests.support.images import png
+
+
+def _facesync(args: list[str], **options) -> subprocess.CompletedProcess:
+    """Run the facesync command line as a user would; the caller reads the exit code."""
+    return subprocess.run([sys.executable, "-m", "facesync", *args], check=False, capture_output=True, text=True,
+                          **options)
+
+ODD_INFO = 'He said "hi"\nline two: #not a comment, \u2028 and \u00e9 \U0001f600 \\ end'
+
+
+def build_library(path: str) -> dict:
+    """Several groups, users shared between groups (same and different user_info), many faces."""
+    lib = LocalLibrary(path)
+    seed = 0
+
+    def add(group_id, user_id, faces, info):
+        nonlocal seed
+        for _ in range(faces):
+            seed += 1
+            lib.user_add(group_id, user_id, Image.from_bytes(png(seed)), user_info=info)
+
+    try:
+        for group_id in ("staff", "visitors", "007", "true", "empty"):
+            lib.group_add(group_id)
+        for i in range(30):
+            add("staff", f"u{i:02d}", 1 + i % 3, f"User {i}")
+        for i in range(8):  # the same users, same faces and user_info, in a second group
+            lib.user_copy(f"u{i:02d}", "staff", "visitors")
+        add("visitors", "guest", 2, "")
+        add("007", "u03", 1, "User 3")  # shared user_id, other faces, same user_info
+        add("007", "u05", 1, "a different user_info")  # shared user_id, different user_info
+        add("true", "null", 2, ODD_INFO)
+        add("true", "123", 1, "null")
+    finally:
+        lib.close()
+    return {"faces": seed + 16 + 3}  # 16 faces came by copy
+
+
+def test_export_then_plan_shows_no_changes(tmp_path):
+    db = str(tmp_path / "lib.db")
+    build_library(db)
+    out = io.StringIO()
+    lib = LocalLibrary(db)
+    try:
+        stats = export_manifest(lib, out, target=f"local:{db}", concurrency=3, window=5)
+    finally:
+        lib.close()
+    text = out.getvalue()
+    path = tmp_path / "exported.yaml"
+    path.write_text(text)
+
+    assert (stats.groups, stats.users) == (5, 30 + 8 + 1 + 2 + 2)
+    assert stats.info_left_out == ("u05",)
+    jsonschema.validate(yaml.safe_load(text), schemas.load("manifest"))
+    desired = manifest.load(str(path)).desired
+    assert [g.group_id for g in desired.groups] == ["staff", "visitors", "007", "true", "empty"]
+    staff = desired.group("staff")
+    assert [u.user_id for u in staff.users] == [f"u{i:02d}" for i in range(30)]  # library order
+    odd = next(u for u in desired.group("true").users if u.user_id == "null")
+    assert odd.user_info == ODD_INFO
+    assert next(u for u in desired.group("true").users if u.user_id == "123").user_info == "null"
+    u05 = [u for g in desired.groups for u in g.users if u.user_id == "u05"]
+    assert len(u05) == 3 and all(u.user_info is None for u in u05)  # differs between groups: unmanaged
+    assert all(u.user_info is not None for g in desired.groups for u in g.users if u.user_id != "u05")
+
+    with plan_manifest(str(path), target=f"local:{db}") as run:
+        assert run.plan.empty, [op.key for op in run.plan.operations]
+        assert run.resolve_stats.detect_calls == 0
+
+
+def test_export_group_filter_header_and_atomic_file_through_the_cli(tmp_path):
+    db = str(tmp_path / "lib.db")
+    build_library(db)
+    out = tmp_path / "part.yaml"
+    env = {**os.environ, "FACESYNC_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("FACESYNC_TARGET", None)
+    done = _facesync(["export", "--target", f"local:{db}", "--group", "007", "--group", "visitors",
+                      "--out", str(out)], env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert "Exported 2 groups" in done.stderr
+    text = out.read_text()
+    first = text.splitlines()[0]
+    assert re.fullmatch(rf"# Exported by facesync export from local:{re.escape(db)} \(groups: 007, visitors\) "
+                        r"at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\.", first), first
+    data = yaml.safe_load(text)
+    assert list(data["groups"]) == ["visitors", "007"]  # library order, not the order asked
+    assert data["target"] == f"local:{db}"
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+
+    to_stdout = _facesync(["export", "--target", f"local:{db}", "--group", "true"], env=env, timeout=60)
+    assert to_stdout.returncode == 0
+    assert list(yaml.safe_load(to_stdout.stdout)["groups"]) == ["true"]
+
+    with plan_manifest(str(out), target=f"local:{db}") as run:
+        assert run.plan.empty
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target", "nonsense"], "unknown target"),
+    (["--target", "local:{tmp}/missing.db"], "no local library"),
+    (["--target", "local:{db}", "--group", "nope"], "no such group"),
+    (["--target", "local:{db}", "--out", "{tmp}/no/such/folder/x.yaml"], "cannot write the manifest"),
+])
+def test_export_errors_are_clear_without_traceback(tmp_path, args, message):
+    db = tmp_path / "lib.db"
+    LocalLibrary(str(db)).close()
+    args = [a.format(tmp=tmp_path, db=db) for a in args]
+    env = {**os.environ, "FACESYNC_CACHE_DIR": str(tmp_path / "cache")}
+    done = _facesync(["export", *args], timeout=60, env=env)
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_atomic_output_keeps_the_old_file_when_interrupted(tmp_path):
+    path = tmp_path / "faceset.yaml"
+    path.write_text("old\n")
+    with pytest.raises(KeyboardInterrupt), atomic_output(str(path)) as handle:
+        handle.write("version: 1\ngroups:\n")
+        raise KeyboardInterrupt
+    assert path.read_text() == "old\n"
+    assert os.listdir(tmp_path) == ["faceset.yaml"]
+    with atomic_output(str(path)) as handle:
+        handle.write("new\n")
+    assert path.read_text() == "new\n"
+
+
+@pytest.mark.parametrize("text", ["0123456789", "1e3", "true", "null", "~", "", " x", "a: b", "- x", "#x",
+                                  "\u2028", "\x85", "\ufeffx", "tab\there", "'", '"', "\\", "%x", "@x", "x" * 500])
+def test_quoting_round_trips_every_scalar(text):
+    assert yaml.safe_load(f"k: {quoted(text)}\n") == {"k": text}
+    assert yaml.safe_load(f"{key(text) if text else quoted(text)}: 1\n") == {text: 1}
+
+
+def test_export_over_http_calls_user_get_once_per_user_and_fails_atomically(tmp_path, serve):
+    db = str(tmp_path / "served.db")
+    build_library(db)
+    server = serve(db=db)
+    out = tmp_path / "served.yaml"
+    env = {**server.env(), "FACESYNC_CACHE_DIR": str(tmp_path / "cache")}
+    server.reset()
+    done = _facesync(["export", "--qps", "1000", "--out", str(out)], env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    counters = server.stats()["counters"]
+    user_get = sum(n for endpoint, n in counters.items() if endpoint.endswith("faceset/user/get"))
+    getlist = sum(n for endpoint, n in counters.items() if endpoint.endswith("faceset/face/getlist"))
+    assert user_get == 30 + 1 + 2  # distinct user_ids
+    assert getlist == 30 + 8 + 1 + 2 + 2  # (group, user) pairs
+    assert server.api_key not in done.stderr + out.read_text()
+    first = out.read_text().splitlines()[0]
+    assert f"from {server.base_url} app {server.app_id}" in first
+
+    faults = tmp_path / "faults.yaml"
+    faults.write_text(json.dumps({"seed": 1, "faults": [
+        {"kind": "error", "rate": 1.0, "codes": [17], "endpoints": ["faceset/face/getlist"]}]}))
+    failing = serve("--faults", str(faults), db=db)
+    env = {**failing.env(), "FACESYNC_CACHE_DIR": str(tmp_path / "cache")}
+    before = out.read_text()
+    broken = _facesync(["export", "--qps", "1000", "--out", str(out)], env=env, timeout=120)
+    assert broken.returncode == 1
+    assert "Traceback" not in broken.stderr and broken.stderr.startswith("Error:")
+    assert out.read_text() == before
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
