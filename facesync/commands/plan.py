@@ -78,6 +78,8 @@ def write_atomically(path: str, text: str) -> None:
               help="Also save the plan as JSON, for `facesync apply PLAN.json` (whatever --format shows).")
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 no changes, 2 changes, 3 changes that apply would refuse as unsafe.")
+@click.option("--live", "live_path", metavar="SNAPSHOT.json", type=click.Path(dir_okay=False), default=None,
+              help="Plan against a snapshot (facesync snapshot --out FILE): no network, no credentials.")
 @click.option("--group", "-g", "groups", metavar="G", multiple=True,
               help="Plan only this group of the manifest (repeatable).")
 @click.option("--user", "-u", "users", metavar="U", multiple=True,
@@ -86,12 +88,28 @@ def write_atomically(path: str, text: str) -> None:
 @concurrency_option
 @click.option("--no-color", is_flag=True, help="No colour even on a terminal (NO_COLOR does the same).")
 def command(manifest_path: str, target: str | None, fmt: str, out: str | None, detailed_exitcode: bool,
-            groups: tuple[str, ...], users: tuple[str, ...], qps: float | None, concurrency: int,
-            no_color: bool) -> int:
-    """Show the calls that would make the library match MANIFEST. Changes nothing."""
-    with plan_manifest(manifest_path, target=target, qps=qps, concurrency=concurrency, groups=groups,
-                       users=users) as run:
-        plan = run.plan
+            live_path: str | None, groups: tuple[str, ...], users: tuple[str, ...], qps: float | None,
+            concurrency: int, no_color: bool) -> int:
+    """Show the calls that would make the library match MANIFEST. Changes nothing.
+
+    \b
+    Examples:
+      facesync plan faceset.yaml
+      facesync plan faceset.yaml --target baidu --format markdown --out plan.json
+      facesync plan faceset.yaml --detailed-exitcode     # 0 in sync, 2 drift
+      facesync plan faceset.yaml --live live.json         # offline, from a snapshot
+    """
+    if live_path:
+        if target:
+            raise ConfigError("--target and --live do not go together",
+                              hint="a snapshot plan is always for the library the snapshot was taken of")
+        from facesync.snapshot import plan_offline
+
+        plan = plan_offline(manifest_path, live_path, groups=groups, users=users, qps=qps).plan
+    else:
+        with plan_manifest(manifest_path, target=target, qps=qps, concurrency=concurrency, groups=groups,
+                           users=users) as run:
+            plan = run.plan
     text = render(plan, fmt, color=use_color(no_color))
     click.echo(text, nl=not text.endswith("\n"))
     if out:
