@@ -16,7 +16,7 @@ from facesync import __version__, logs
 from facesync.errors import EXIT_ERROR, FacesyncError
 
 # command name -> module in facesync.commands that defines ``command`` (a click.Command)
-COMMANDS = ("validate", "plan", "apply", "export", "snapshot", "serve")
+COMMANDS = ("validate", "plan", "apply", "export", "snapshot", "serve", "completion")
 
 
 class _Commands(click.Group):
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         code = 130
-    except Exception as error:  # a bug: say so plainly; the traceback only on request
+    except Exception as error:  # noqa: BLE001 - a bug: say so plainly; the traceback only on request
         if verbose:
             import traceback
 

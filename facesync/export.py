@@ -42,14 +42,13 @@ import yaml
 
 from facesync import progress as progress_bars
 from facesync.api.errors import NotFoundError
-from facesync.api.protocol import ALL_GROUPS, FaceLibrary, iter_group_ids, iter_user_ids
+from facesync.api.protocol import FaceLibrary, iter_group_ids, iter_user_ids
 from facesync.errors import ConfigError, FacesyncError
 from facesync.model import LOCK_GROUP_ID
+from facesync.refresh import GROUP_MISSING, read_faces, read_memberships
 
 log = logging.getLogger(__name__)
 
-GROUP_MISSING = 223100
-USER_MISSING = 223103
 WINDOW_PER_WORKER = 16  # users in flight per worker: keeps every worker busy, memory bounded
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
@@ -116,7 +115,7 @@ def read_library(library: FaceLibrary, group_ids: Sequence[str], *, concurrency:
             pending.append(ExportedGroup(group_id))
             for user_id in _user_ids(library, group_id):
                 bar.add_total(1)
-                faces = pool.submit(_faces_of, library, group_id, user_id)
+                faces = pool.submit(read_faces, library, group_id, user_id)
                 pending.append((group_id, user_id, faces, memberships.future(user_id)))
                 while len(pending) >= limit:
                     yield from _finish(pending.popleft(), memberships, exported, bar)
@@ -158,7 +157,7 @@ class _Memberships:
     def future(self, user_id: str) -> Future:
         entry = self._entries.get(user_id)
         if entry is None:
-            entry = (self._pool.submit(_memberships_of, self._library, user_id), None)
+            entry = (self._pool.submit(read_memberships, self._library, user_id), None)
             self._entries[user_id] = entry
         return entry[0]
 
@@ -182,25 +181,6 @@ def _user_ids(library: FaceLibrary, group_id: str) -> Iterator[str]:
         if error.error_code != GROUP_MISSING:
             raise
         log.warning("group %s was deleted while being read", group_id)
-
-
-def _faces_of(library: FaceLibrary, group_id: str, user_id: str) -> tuple[str, ...] | None:
-    try:
-        return tuple(face.face_token for face in library.face_getlist(group_id, user_id).faces)
-    except NotFoundError as error:
-        if error.error_code in (USER_MISSING, GROUP_MISSING):
-            return None
-        raise
-
-
-def _memberships_of(library: FaceLibrary, user_id: str) -> dict[str, str] | None:
-    try:
-        record = library.user_get(ALL_GROUPS, user_id)
-    except NotFoundError as error:
-        if error.error_code == USER_MISSING:
-            return None
-        raise
-    return {membership.group_id: membership.user_info for membership in record.memberships}
 
 
 # -- writing ------------------------------------------------------------------------------------------

@@ -65,13 +65,13 @@ def refresh(library: FaceLibrary, desired: Desired, *, concurrency: int = 8,
         members = {group_id: users for group_id, users in listed.items() if users is not None}
 
         face_calls = {
-            (group_id, user_id): (lambda g=group_id, u=user_id: _faces_of(library, g, u))
+            (group_id, user_id): (lambda g=group_id, u=user_id: read_faces(library, g, u))
             for group_id, users in members.items()
             for user_id in users if user_id in scope.desired_users[group_id]
         }
         live_ids = {user_id for users in members.values() for user_id in users}
         info_calls = {
-            user_id: (lambda u=user_id: _memberships_of(library, u))
+            user_id: (lambda u=user_id: read_memberships(library, u))
             for user_id in sorted(scope.managed_info & live_ids)
         }
         bar.add_total(len(face_calls) + len(info_calls))
@@ -113,7 +113,8 @@ def _users_of(library: FaceLibrary, group_id: str) -> list[str] | None:
         raise
 
 
-def _faces_of(library: FaceLibrary, group_id: str, user_id: str) -> tuple[str, ...] | None:
+def read_faces(library: FaceLibrary, group_id: str, user_id: str) -> tuple[str, ...] | None:
+    """The user's face_tokens, or None when the user (or its group) is gone: a race, not an error."""
     try:
         return tuple(face.face_token for face in library.face_getlist(group_id, user_id).faces)
     except NotFoundError as error:
@@ -122,7 +123,8 @@ def _faces_of(library: FaceLibrary, group_id: str, user_id: str) -> tuple[str, .
         raise
 
 
-def _memberships_of(library: FaceLibrary, user_id: str) -> dict[str, str] | None:
+def read_memberships(library: FaceLibrary, user_id: str) -> dict[str, str] | None:
+    """group_id -> user_info of every group the user is in (one user/get @ALL), or None when gone."""
     try:
         record = library.user_get(ALL_GROUPS, user_id)
     except NotFoundError as error:

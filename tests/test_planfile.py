@@ -99,7 +99,7 @@ def test_large_plans_check_the_first_operations_by_schema_and_the_rest_by_rebuil
 def test_protected_groups_survive_the_plan_file_and_stop_apply():
     from facesync.apply import check_safety
     from facesync.errors import PlanRefusedError
-    from facesync.plan.ops import OpKind, Operation, Plan
+    from facesync.plan.ops import Operation, OpKind, Plan
 
     plan = Plan(operations=(Operation(OpKind.DELETE_GROUP, "vip"),), target="local:/x",
                 created_at="2026-01-01T00:00:00Z", protected_groups=("vip",))

@@ -9,9 +9,10 @@ carries the call's ``log_id`` so that reports can name it.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 PAGE_MAX = 1000  # the largest page group/getlist and group/getusers serve
 ALL_GROUPS = "@ALL"  # group_id that makes user/get and user/delete act on every group
@@ -31,15 +32,15 @@ class Image:
     type: ImageType
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Image":
+    def from_bytes(cls, data: bytes) -> Image:
         return cls(base64.b64encode(data).decode("ascii"), ImageType.BASE64)
 
     @classmethod
-    def from_url(cls, url: str) -> "Image":
+    def from_url(cls, url: str) -> Image:
         return cls(url, ImageType.URL)
 
     @classmethod
-    def from_face_token(cls, face_token: str) -> "Image":
+    def from_face_token(cls, face_token: str) -> Image:
         return cls(face_token, ImageType.FACE_TOKEN)
 
     def __repr__(self) -> str:  # base64 payloads are megabytes; never dump them into logs
