@@ -21,19 +21,16 @@ valid against ``schemas/manifest.schema.json``. Choices:
   library; a header comment names the library's identity (app id for Baidu) and the time;
 - facesync's lock group is never exported; a user or group gone while being read is left out.
 
-``atomic_output`` writes a file so that an interrupted export leaves the old file (or none), never part.
+``facesync.files.atomic_output`` writes the file so that an interrupted export leaves the old file (or none), never part.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TextIO
@@ -43,7 +40,7 @@ import yaml
 from facesync import progress as progress_bars
 from facesync.api.errors import NotFoundError
 from facesync.api.protocol import FaceLibrary, iter_group_ids, iter_user_ids
-from facesync.errors import ConfigError, FacesyncError
+from facesync.errors import ConfigError
 from facesync.model import LOCK_GROUP_ID
 from facesync.refresh import GROUP_MISSING, read_faces, read_memberships
 
@@ -269,32 +266,3 @@ def export_manifest(library: FaceLibrary, out: TextIO, *, target: str | None = N
     return stats
 
 
-# -- files --------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def atomic_output(path: str, *, what: str = "file") -> Iterator[TextIO]:
-    """A text file at ``path`` that appears whole when the block ends without error, and not at all
-    (the old one, if any, kept) when it fails or is interrupted."""
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, prefix=".facesync-",  # noqa: SIM115
-                                             suffix=".tmp", delete=False)  # closed below, then renamed
-    except OSError as error:
-        raise ConfigError(f"cannot write the {what} {path}: {error.strerror or error}",
-                          hint="give --out a path in a folder that exists and is writable") from None
-    try:
-        with handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException as error:
-        try:
-            os.unlink(handle.name)
-        except OSError:
-            pass
-        if isinstance(error, OSError) and not isinstance(error, FacesyncError) and error.errno is not None:
-            raise ConfigError(f"cannot write the {what} {path}: {error.strerror or error}",
-                              hint="check the folder's free space and permissions") from None
-        raise

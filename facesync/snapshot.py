@@ -41,7 +41,8 @@ from facesync import progress as progress_bars
 from facesync.api.protocol import FaceLibrary, iter_group_ids
 from facesync.cache import TokenCache
 from facesync.errors import FacesyncError
-from facesync.export import ExportedUser, atomic_output, read_library, utc_now
+from facesync.export import ExportedUser, read_library, utc_now
+from facesync.files import atomic_output
 from facesync.model import (
     LOCK_GROUP_ID,
     Desired,

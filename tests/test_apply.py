@@ -14,6 +14,7 @@ import pytest
 
 from facesync import apply as executor
 from facesync.api.protocol import Image
+from facesync.apply.order import WRITES
 from facesync.cache import TokenCache
 from facesync.errors import PlanRefusedError
 from facesync.images import local_face_token
@@ -113,7 +114,7 @@ def test_replaces_faces_make_before_break_and_prunes(library, tmp_path):
     for i, op in enumerate(plan.operations):
         if op.kind is OpKind.DELETE_FACE:
             same_user_writes = {j for j, other in enumerate(plan.operations[:i])
-                                if other.user_id == op.user_id and other.kind in executor._PHASE_ONE}
+                                if other.user_id == op.user_id and other.kind in WRITES}
             assert same_user_writes <= deps[i]
     result = executor.execute(plan, library, concurrency=8)
     assert result.ok, (result.failures, result.problems)
@@ -283,10 +284,24 @@ def test_verification_reports_what_differs(library):
              expects=(Expect("g", "u", True, (token_of(1),)),))
     done = executor.OpResult(0, op, executor.DONE, face_token=token_of(1))
     plan = Plan((op,), target="t")
-    assert executor.verify_results(plan, library, [done]) == ()
+    assert executor.verify_results(plan, library, [done], mode="full") == ()
     library.user_add("g", "u", Image.from_bytes(png(2)))
-    problems = executor.verify_results(plan, library, [done])
+    problems = executor.verify_results(plan, library, [done], mode="full")
     assert problems == (f"user g/u: face {token_of(2)} present, the plan did not want it",)
+
+
+def test_quick_verification_reads_back_only_what_the_answers_leave_in_doubt(library):
+    seed_library(library, {"g": {"u": ([1], "")}})
+    op = _op(OpKind.ADD_FACE, "g", "u", face=FaceSource(ImageKind.FACE_TOKEN, token_of(1), face_token=token_of(1)),
+             expects=(Expect("g", "u", True, (token_of(1),)),))
+    plan = Plan((op,), target="t")
+    library.user_add("g", "u", Image.from_bytes(png(2)))  # someone else's change, unseen by the plan
+    clean = executor.OpResult(0, op, executor.DONE, face_token=token_of(1), attempts=1)
+    assert executor.verify_results(plan, library, [clean], mode="quick") == ()  # the answer is proof
+    for doubtful in (executor.OpResult(0, op, executor.ALREADY, face_token=token_of(1), attempts=1),
+                     executor.OpResult(0, op, executor.DONE, face_token=token_of(1), attempts=2)):
+        assert executor.verify_results(plan, library, [doubtful], mode="quick") == (
+            f"user g/u: face {token_of(2)} present, the plan did not want it",)
 
 
 # ---- the report ----------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ import yaml
 
 from facesync import manifest, schemas
 from facesync.api.protocol import Image
-from facesync.export import atomic_output, export_manifest, key, quoted
+from facesync.export import export_manifest, key, quoted
+from facesync.files import atomic_output
 from facesync.local.store import LocalLibrary
 from facesync.workflow import plan_manifest
 from tests.support.images import png

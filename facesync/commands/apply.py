@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 
 import click
 
@@ -37,6 +36,7 @@ from facesync.errors import (
     PlanRefusedError,
     PlanStaleError,
 )
+from facesync.files import write_atomically
 from facesync.lock import library_lock
 from facesync.logs import redact
 from facesync.plan.ops import Plan
@@ -58,6 +58,8 @@ SHOWN_FAILURES = 20
               help="Apply only this group of the manifest (repeatable).")
 @click.option("--user", "-u", "users", metavar="U", multiple=True,
               help="Apply only this user of the manifest (repeatable); other users are left alone.")
+@click.option("--verify", type=click.Choice(executor.VERIFY_MODES), default="quick", show_default=True,
+              help="Read back afterwards: quick, what the answers leave in doubt; full, every touched user.")
 @click.option("--lock-timeout", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="S",
               help="Wait up to S seconds for another apply's lock on the library.")
 @click.option("--break-lock", is_flag=True, help="Remove a dead apply's lock on a remote library first.")
@@ -65,9 +67,16 @@ SHOWN_FAILURES = 20
 @click.pass_context
 def command(ctx: click.Context, source: str, target: str | None, yes: bool, force: bool, qps: float | None,
             concurrency: int, report_path: str | None, groups: tuple[str, ...], users: tuple[str, ...],
-            lock_timeout: float, break_lock: bool, no_color: bool) -> int:
-    """Make the library match MANIFEST (asks first), or apply a saved PLAN.json exactly."""
-    options = _Options(force=force, yes=yes, concurrency=concurrency, report_path=report_path,
+            verify: str, lock_timeout: float, break_lock: bool, no_color: bool) -> int:
+    """Make the library match MANIFEST (asks first), or apply a saved PLAN.json exactly.
+
+    \b
+    Examples:
+      facesync apply faceset.yaml                      # plan, show, ask, apply, verify
+      facesync apply faceset.yaml --yes --report report.json
+      facesync plan faceset.yaml --out plan.json && facesync apply plan.json
+    """
+    options = _Options(force=force, yes=yes, concurrency=concurrency, report_path=report_path, verify=verify,
                        lock_timeout=lock_timeout, break_lock=break_lock, color=_use_color(no_color),
                        quiet=(ctx.obj or {}).get("verbosity", 0) < 0)
     text = _plan_text(source)
@@ -233,9 +242,12 @@ def _run(plan: Plan, library, cache, spec: TargetSpec, options: _Options, protec
                 click.echo(f"apply: {seen['n']}/{total} operations ({seen['failed']} failed)", err=True)
 
         result = executor.execute(plan, library, concurrency=options.concurrency, progress=bar,
-                                  on_result=on_result, cache=cache, protected_groups=protected)
+                                  on_result=on_result, cache=cache, protected_groups=protected,
+                                  verify=options.verify)
     if options.report_path:
-        _write_report(options.report_path, executor.report_dict(result, target=library.identity, plan=plan))
+        report = executor.report_dict(result, target=library.identity, plan=plan)
+        write_atomically(options.report_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                         what="report")
     _summarise(result)
     if result.interrupted:
         raise KeyboardInterrupt
@@ -302,24 +314,3 @@ def _stop_hint(result: executor.ApplyResult) -> str:
         if failure.error_code is not None and failure.error_code in (6, 13, 14, 15, 100, 110, 111):
             return "check BAIDU_API_KEY, BAIDU_SECRET_KEY and the app's permissions, then run apply again"
     return "run apply again: done work is not redone"
-
-
-def _write_report(path: str, report: dict) -> None:
-    """Atomically: the report file holds an old report or the whole new one, never a part."""
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, prefix=".report-",  # noqa: SIM115
-                                             suffix=".tmp", delete=False)
-        try:
-            with handle:
-                json.dump(report, handle, indent=2, ensure_ascii=False)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(handle.name, path)
-        except BaseException:
-            os.unlink(handle.name)
-            raise
-    except OSError as error:
-        raise ConfigError(f"cannot write the report {path}: {error.strerror or error}",
-                          hint="give --report a path in a folder that exists and is writable") from None

@@ -15,7 +15,8 @@ import click
 
 from facesync.commands.options import concurrency_option, qps_option, target_option
 from facesync.errors import EXIT_OK, ConfigError
-from facesync.export import atomic_output, export_manifest
+from facesync.export import export_manifest
+from facesync.files import atomic_output
 from facesync.targets import TargetSpec, choose_target, open_target
 from facesync.workflow import close_library
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 
 import click
 
@@ -47,27 +46,6 @@ def render(plan: Plan, fmt: str, *, color: bool) -> str:
 def use_color(no_color: bool) -> bool:
     """Colour only for a person: stdout is a terminal and NO_COLOR (https://no-color.org) is unset."""
     return not no_color and not os.environ.get("NO_COLOR") and sys.stdout.isatty()
-
-
-def write_atomically(path: str, text: str) -> None:
-    """``path`` holds either its old content or all of ``text``, never a part."""
-    folder = os.path.dirname(os.path.abspath(path))
-    temporary = None
-    try:
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, prefix=".plan-", suffix=".tmp",
-                                         delete=False) as handle:
-            temporary = handle.name
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        if temporary is not None and os.path.exists(temporary):
-            os.unlink(temporary)
-        if not isinstance(error, OSError):
-            raise
-        raise ConfigError(f"cannot write the plan file {path}: {error.strerror or error}",
-                          hint="give --out a path in a folder that exists and is writable") from None
 
 
 @click.command("plan")
@@ -113,7 +91,7 @@ def command(manifest_path: str, target: str | None, fmt: str, out: str | None, d
     text = render(plan, fmt, color=use_color(no_color))
     click.echo(text, nl=not text.endswith("\n"))
     if out:
-        write_atomically(out, planfile.dump_plan(plan))
+        planfile.write_plan(plan, out)
         click.echo(f"Saved the plan to {out}; apply exactly it with: facesync apply {out}", err=True)
     if plan.safety.unsafe and not plan.safety.forced:
         log.warning("this plan is unsafe (%s): apply will refuse it without --force",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from facesync import __version__
 from facesync.errors import FacesyncError, PlanStaleError
+from facesync.files import write_atomically
 from facesync.model import ImageKind
 from facesync.plan.ops import Expect, FaceSource, Operation, OpKind, Plan, Safety
 
@@ -130,7 +131,8 @@ def dump_plan(plan: Plan) -> str:
 
 
 def write_plan(plan: Plan, path: str | os.PathLike) -> None:
-    Path(path).write_text(dump_plan(plan), encoding="utf-8")
+    """The plan file at ``path``, written atomically: never a partial plan for apply to read."""
+    write_atomically(path, dump_plan(plan), what="plan file")
 
 
 def load_plan(path_or_text: str | os.PathLike) -> Plan:
