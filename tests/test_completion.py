@@ -90,7 +90,6 @@ def run_shell(argv: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
                           env={**os.environ, "PATH": path})
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_sourced_bash_script_fills_compreply(tmp_path):
     """The whole loop as bash runs it: source the script, call its function, read COMPREPLY."""
     script = tmp_path / "facesync.bash"
@@ -128,7 +127,6 @@ def test_zsh_script_is_valid_zsh(tmp_path):
     assert script.read_text().startswith("#compdef facesync")
 
 
-@pytest.mark.skipif("validate" not in defined_commands(), reason="validate not there yet")
 def test_a_manifest_argument_completes_as_a_file_name():
     assert bash_complete("facesync validate ", 2) == [("file", "")]
     assert ("plain", "--format") in bash_complete("facesync validate --", 2)

@@ -46,4 +46,17 @@ def test_json_format_is_machine_readable(tmp_path):
     assert [(d["line"], d["column"], d["path"]) for d in report["diagnostics"]] == [
         (6, 18, "groups.g.users.u.images[0]")]
     ok = json.loads(validate("--format", "json", str(EXAMPLE)).stdout)
-    assert ok == {"valid": True, "summary": {"groups": 2, "users": 5, "faces": 7}, "diagnostics": []}
+    assert ok == {"manifest": str(EXAMPLE), "valid": True, "summary": {"groups": 2, "users": 5, "faces": 7},
+                  "diagnostics": []}
+
+
+def test_several_manifests_are_all_checked_and_any_bad_one_fails(tmp_path):
+    (tmp_path / "bad.yaml").write_text("version: 1\ngroups:\n  g:\n    users:\n      u:\n"
+                                       "        images: [missing.png]\n")
+    result = validate("--format", "json", str(EXAMPLE), str(tmp_path / "bad.yaml"), cwd=tmp_path)
+    assert result.returncode == 1
+    reports = json.loads(result.stdout)
+    assert [(r["manifest"], r["valid"]) for r in reports] == [(str(EXAMPLE), True), (str(tmp_path / "bad.yaml"), False)]
+    text = validate(str(EXAMPLE), str(tmp_path / "bad.yaml"), cwd=tmp_path)
+    assert text.returncode == 1
+    assert "manifest OK" in text.stdout and "bad.yaml:6:18: error:" in text.stderr

@@ -60,8 +60,8 @@ SHOWN_FAILURES = 20
               help="Apply only this user of the manifest (repeatable); other users are left alone.")
 @click.option("--verify", type=click.Choice(executor.VERIFY_MODES), default="quick", show_default=True,
               help="Read back afterwards: quick, what the answers leave in doubt; full, every touched user.")
-@click.option("--lock-timeout", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="S",
-              help="Wait up to S seconds for another apply's lock on the library.")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="SECONDS",
+              help="Wait up to SECONDS for another apply's lock on the library.")
 @click.option("--break-lock", is_flag=True, help="Remove a dead apply's lock on a remote library first.")
 @click.option("--no-color", is_flag=True, help="No colour even on a terminal (NO_COLOR does the same).")
 @click.pass_context

@@ -44,6 +44,12 @@ def command(target: str | None, groups: tuple[str, ...], out: str | None, qps: f
     """Write a manifest of the library as it is: groups, users, user_info, faces by face_token.
 
     Planning the exported manifest against the same library shows no changes.
+
+    \b
+    Examples:
+      facesync export --target baidu --out faceset.yaml
+      facesync export --target baidu --group staff --group visitors -o faceset.yaml
+      facesync plan faceset.yaml                       # No changes.
     """
     spec = choose_target(target)
     library = open_existing(spec, qps=qps, concurrency=concurrency)

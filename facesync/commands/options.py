@@ -10,11 +10,11 @@ target_option = click.option(
          "target:, then local:.facesync/library.db.",
 )
 qps_option = click.option(
-    "--qps", type=click.FloatRange(min=0, min_open=True), default=None,
+    "--qps", type=click.FloatRange(min=0, min_open=True), default=None, metavar="N",
     help="Most API calls per second (default 10 for remote targets, no limit for local).",
 )
 concurrency_option = click.option(
-    "--concurrency", type=click.IntRange(min=1, max=64), default=8, show_default=True,
+    "--concurrency", type=click.IntRange(min=1, max=64), default=8, show_default=True, metavar="N",
     help="Calls in flight at once.",
 )
 format_option = click.option(

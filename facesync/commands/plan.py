@@ -52,7 +52,7 @@ def use_color(no_color: bool) -> bool:
 @click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
 @target_option
 @format_option
-@click.option("--out", "out", metavar="PLAN.json", type=click.Path(dir_okay=False), default=None,
+@click.option("--out", "-o", "out", metavar="PLAN.json", type=click.Path(dir_okay=False), default=None,
               help="Also save the plan as JSON, for `facesync apply PLAN.json` (whatever --format shows).")
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 no changes, 2 changes, 3 changes that apply would refuse as unsafe.")

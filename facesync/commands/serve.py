@@ -28,21 +28,21 @@ DEFAULT_APP_ID = "10000001"
 
 @click.command("serve")
 @click.option("--db", default=DEFAULT_DB, show_default=True, metavar="FILE", help="The library's SQLite file.")
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--host", metavar="HOST", default="127.0.0.1", show_default=True,
               help="Address to listen on; 0.0.0.0 exposes the library to the network.")
-@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
+@click.option("--port", metavar="PORT", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
               help="0 picks a free port (the 'listening on' line says which).")
-@click.option("--qps", type=click.IntRange(min=1), default=None,
+@click.option("--qps", type=click.IntRange(min=1), default=None, metavar="N",
               help="Answer error 18 above N calls in any one second (default: no limit).")
-@click.option("--latency-ms", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--latency-ms", metavar="N", type=click.IntRange(min=0), default=0, show_default=True,
               help="Delay every API answer by N ms.")
 @click.option("--faults", "faults_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="YAML file of injected faults and rejected images (see examples/faults.example.yaml).")
 @click.option("--journal", "journal_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Also append every mutating call to this JSON-lines file (survives restarts).")
-@click.option("--api-key", envvar="BAIDU_API_KEY", default=DEFAULT_API_KEY, metavar="K",
+@click.option("--api-key", envvar="BAIDU_API_KEY", default=DEFAULT_API_KEY, metavar="KEY",
               help=f"API key clients must present [env BAIDU_API_KEY; default {DEFAULT_API_KEY}].")
-@click.option("--secret-key", envvar="BAIDU_SECRET_KEY", default=DEFAULT_SECRET_KEY, metavar="S",
+@click.option("--secret-key", envvar="BAIDU_SECRET_KEY", default=DEFAULT_SECRET_KEY, metavar="KEY",
               help=f"Secret key clients must present [env BAIDU_SECRET_KEY; default {DEFAULT_SECRET_KEY}].")
 @click.option("--app-id", envvar="BAIDU_APP_ID", default=DEFAULT_APP_ID, metavar="ID",
               help=f"App id inside access tokens [env BAIDU_APP_ID; default {DEFAULT_APP_ID}].")
@@ -55,7 +55,16 @@ DEFAULT_APP_ID = "10000001"
 def command(db: str, host: str, port: int, qps: int | None, latency_ms: int, faults_file: str | None,
             journal_file: str | None, api_key: str, secret_key: str, app_id: str, token_ttl: int,
             max_faces_per_user: int | None, background_group_delete: bool) -> int:
-    """Serve a local face library over Baidu's Face V3 HTTP protocol."""
+    """Serve a local face library over Baidu's Face V3 HTTP protocol.
+
+    \b
+    Examples:
+      facesync serve                                  # http://127.0.0.1:8155
+      facesync serve --qps 2 --latency-ms 30          # like a free-tier app, far away
+      facesync serve --faults examples/faults.example.yaml --journal calls.jsonl
+      BAIDU_API_KEY=local-api-key BAIDU_SECRET_KEY=local-secret-key \\
+        facesync plan faceset.yaml --target http://127.0.0.1:8155
+    """
     for secret in (api_key, secret_key):
         logs.register_secret(secret)
     if not api_key or not secret_key or not app_id:

@@ -26,7 +26,13 @@ from facesync.workflow import close_library, load_desired, open_cache
 @qps_option
 @concurrency_option
 def command(manifest_path: str | None, target: str | None, out: str, qps: float | None, concurrency: int) -> int:
-    """Save the library's live state (of MANIFEST's scope, or all of it) to FILE."""
+    """Save the library's live state (of MANIFEST's scope, or all of it) to the --out FILE.
+
+    \b
+    Examples:
+      facesync snapshot faceset.yaml --target baidu --out live.json   # with credentials
+      facesync plan faceset.yaml --live live.json                      # later, without any
+    """
     desired = load_desired(manifest_path)[0] if manifest_path else None
     spec = choose_target(target, desired.target if desired is not None else None)
     library = open_existing(spec, qps=qps, concurrency=concurrency)

@@ -1,7 +1,9 @@
-"""``facesync validate MANIFEST``: check a manifest completely, with no network and no API call.
+"""``facesync validate MANIFEST...``: check manifests completely, with no network and no API call.
 
 Text output: "manifest OK: ..." on stdout (warnings on stderr), or every diagnostic on stderr and exit 1.
-JSON output: one object on stdout, ``{"valid", "summary", "diagnostics"}``, for editors and CI bots.
+JSON output: one object on stdout, ``{"valid", "summary", "diagnostics"}``, for editors and CI bots; with
+several manifests, a list of such objects, each with its ``manifest``. Several manifests (as pre-commit
+passes them) are all checked, and the exit is 1 when any is invalid.
 Counts: groups, distinct user_ids, and faces (one per image per group membership).
 """
 
@@ -22,12 +24,11 @@ def summarize(desired: Desired) -> dict:
     return {"groups": len(desired.groups), "users": len(users), "faces": faces}
 
 
-def _emit(fmt: str, valid: bool, summary: dict | None, diagnostics: tuple[Diagnostic, ...]) -> None:
-    if fmt == "json":
-        click.echo(json.dumps({"valid": valid, "summary": summary,
-                               "diagnostics": json.loads(render_diagnostics(diagnostics, "json"))},
-                              indent=2, ensure_ascii=False))
-        return
+def _result(valid: bool, summary: dict | None, diagnostics: tuple[Diagnostic, ...]) -> dict:
+    return {"valid": valid, "summary": summary, "diagnostics": json.loads(render_diagnostics(diagnostics, "json"))}
+
+
+def _emit_text(valid: bool, summary: dict | None, diagnostics: tuple[Diagnostic, ...]) -> None:
     if diagnostics:
         click.echo(render_diagnostics(diagnostics), err=True)
     if valid:
@@ -38,16 +39,36 @@ def _emit(fmt: str, valid: bool, summary: dict | None, diagnostics: tuple[Diagno
         click.echo(f"manifest invalid: {errors} error{'s' if errors != 1 else ''}", err=True)
 
 
-@click.command("validate")
-@click.argument("manifest", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="text for people, json for editors and CI.")
-def command(manifest: str, fmt: str) -> int:
-    """Check MANIFEST and every file it names, without any network call."""
+def check(manifest: str) -> tuple[bool, dict | None, tuple[Diagnostic, ...]]:
+    """(valid, summary, diagnostics) of one manifest."""
     try:
         loaded = load(manifest)
     except ManifestError as problem:
-        _emit(fmt, False, None, problem.diagnostics)
-        return EXIT_ERROR
-    _emit(fmt, True, summarize(loaded.desired), loaded.warnings)
-    return EXIT_OK
+        return False, None, problem.diagnostics
+    return True, summarize(loaded.desired), loaded.warnings
+
+
+@click.command("validate")
+@click.argument("manifests", metavar="MANIFEST...", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text for people, json for editors and CI.")
+def command(manifests: tuple[str, ...], fmt: str) -> int:
+    """Check MANIFEST and every file it names, without any network call.
+
+    \b
+    Examples:
+      facesync validate faceset.yaml
+      facesync validate faceset.yaml --format json      # for editors and CI bots
+      facesync validate teams/*/faceset.yaml            # several at once (pre-commit does this)
+    """
+    results = [(manifest, *check(manifest)) for manifest in manifests]
+    if fmt == "json":
+        documents = [{"manifest": manifest, **_result(*result)} for manifest, *result in results]
+        shown = documents[0] if len(documents) == 1 else documents
+        click.echo(json.dumps(shown, indent=2, ensure_ascii=False))
+    else:
+        for manifest, *result in results:
+            if len(results) > 1:
+                click.echo(f"{manifest}:", err=not result[0])
+            _emit_text(*result)
+    return EXIT_OK if all(valid for _, valid, _, _ in results) else EXIT_ERROR
