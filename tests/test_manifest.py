@@ -180,3 +180,37 @@ def test_diagnostic_text_and_json():
     assert str(diagnostic) == "m.yaml:3:5: error: unknown key 'x' (at groups.g)\n  hint: did you mean 'y'?"
     assert json.loads(render_diagnostics([diagnostic], "json"))[0]["line"] == 3
     assert render_diagnostics([diagnostic]) == str(diagnostic)
+
+
+def test_each_file_of_a_folder_is_judged_on_its_own_after_the_folder_is_known(tmp_path):
+    """A folder's real path is worked out once; a file in it that is a symlink is still followed."""
+    root = tmp_path / "root"
+    faces(root / "f", "a.png", "b.png")
+    faces(tmp_path / "elsewhere", "x.png", start=5)
+    faces(root / "real", "r.png", start=7)
+    os.symlink(tmp_path / "elsewhere" / "x.png", root / "f" / "out.png")
+    os.symlink("b.png", root / "f" / "to_b.png")
+    os.symlink(root / "real", root / "f" / "alias")
+    os.symlink(tmp_path / "elsewhere", root / "f" / "away")
+    main = write(root / "faceset.yaml", "version: 1\ngroups:\n  g:\n    users:\n"
+                 "      u1: {images: [f/a.png, f/out.png, f/alias/r.png, f/away/x.png]}\n"
+                 "      u2: {images: [f/to_b.png]}\n")
+    found = errors_of(main)
+    assert len(found) == 2
+    assert "f/out.png' is a symlink to a file outside" in found[0] and ":5:30:" in found[0]
+    assert "f/away/x.png' is a symlink to a file outside" in found[1]
+    main.write_text(main.read_text().replace("f/out.png, ", "").replace(", f/away/x.png", ""))
+    users = users_of(load(str(main)).desired, "g")
+    assert [i.source for i in users["u1"].images] == ["f/a.png", "real/r.png"]
+    assert users["u1"].images[1].path == str((root / "real" / "r.png").resolve())
+    assert [(i.source, i.path) for i in users["u2"].images] == [("f/b.png", str((root / "f" / "b.png").resolve()))]
+
+
+def test_an_anchored_list_of_mappings_merges_into_every_user_that_names_it(tmp_path):
+    faces(tmp_path / "f", "a.png", "b.png")
+    main = write(tmp_path / "faceset.yaml", "version: 1\ngroups:\n  g:\n    users:\n"
+                 "      u1:\n        <<: &both [{quality_control: HIGH}, {user_info: shared}]\n"
+                 "        images: [f/a.png]\n      u2:\n        <<: *both\n        images: [f/b.png]\n")
+    users = users_of(load(str(main)).desired, "g")
+    assert [(u.quality_control, u.user_info) for u in users.values()] == [("HIGH", "shared")] * 2
+    assert users["u2"].origin.line == 8 and users["u2"].images[0].origin.line == 10

@@ -31,13 +31,16 @@ def load(path: str, *, hash_images: bool = True) -> Loaded:
     or BMP by its first bytes, but leaves ``DesiredImage.sha256`` None (for callers with a hash cache).
     Raises ``ManifestError`` whose ``diagnostics`` lists every error (and the warnings found with them).
     """
-    expansion = Expansion(str(path), hash_images=hash_images)
     with no_gc():
+        expansion = Expansion(str(path), hash_images=hash_images)
         expansion.read_all()
         if not any(d.is_error for d in expansion.diagnostics):
             expansion.expand_all()
         desired = expansion.desired() if not any(d.is_error for d in expansion.diagnostics) else None
-    diagnostics = expansion.sorted_diagnostics()
+        diagnostics = expansion.sorted_diagnostics()
+        # Drop the parsed files while the collector is paused: freed by reference counting now, they
+        # are not scanned by the first collection after it resumes (about 0.2 s for 100,000 users).
+        del expansion
     errors = [d for d in diagnostics if d.is_error]
     if errors:
         noun = "error" if len(errors) == 1 else "errors"

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from facesync.manifest.diagnostics import Diagnostic, error, warning
+from facesync.manifest.loader import format_path
 from facesync.model import LOCK_GROUP_ID, DesiredImage, Origin
 
 _ID = re.compile(r"[A-Za-z0-9_]+")
@@ -23,9 +24,12 @@ USER_INFO_MAX = 256
 FACES_PER_USER_CAP = 20
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
-    """One user of one group, as the manifest wrote it (a group's users, a person, or a folder)."""
+    """One user of one group, as the manifest wrote it (a group's users, a person, or a folder).
+
+    ``where`` is the key path as steps (formatted only when a diagnostic needs it) or as text.
+    """
 
     group_id: str
     user_id: str
@@ -34,8 +38,11 @@ class Entry:
     quality_control: str | None
     liveness_control: str | None
     origin: Origin
-    path: str
-    image_paths: list[str] = field(default_factory=list)
+    where: tuple | str
+
+    @property
+    def path(self) -> str:
+        return self.where if isinstance(self.where, str) else format_path(self.where)
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,16 @@ def group_id_problems(group_id: str, origin: Origin, path: str) -> list[Diagnost
         return [error(origin, path, f"group_id '{LOCK_GROUP_ID}' is reserved for facesync's apply lock",
                       "choose another name")]
     return []
+
+
+def user_id_is_plain(user_id: str) -> bool:
+    """True when ``user_id_problems`` certainly finds nothing: the common case, without building messages."""
+    return len(user_id) <= USER_ID_PORTABLE and _ID.fullmatch(user_id) is not None
+
+
+def user_info_fits(user_info: str | None) -> bool:
+    """True when ``user_info_problems`` finds nothing."""
+    return user_info is None or len(user_info) * 4 <= USER_INFO_MAX or len(user_info.encode("utf-8")) <= USER_INFO_MAX
 
 
 def user_id_problems(user_id: str, origin: Origin, path: str) -> list[Diagnostic]:

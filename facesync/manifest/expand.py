@@ -49,12 +49,17 @@ class _Doc:
         line, column = position(self.data, path, at_key=at_key)
         return Origin(self.shown, line, column)
 
+    def at(self, mark: tuple[int, int]) -> Origin:
+        """The origin of a (line, column) kept by the parser for a key or item: no walk from the root."""
+        return Origin(self.shown, mark[0], mark[1])
+
 
 class Expansion:
     def __init__(self, manifest_path: str, *, hash_images: bool):
         self.manifest_path = manifest_path
         self.hash_images = hash_images
         self.root = os.path.dirname(os.path.realpath(manifest_path))
+        self.guard = files.PathGuard(self.root)
         self.display_dir = os.path.dirname(manifest_path)
         self.diagnostics: list[Diagnostic] = []
         self.docs: list[_Doc] = []
@@ -99,7 +104,7 @@ class Expansion:
             where = ("include", index)
             origin = doc.origin(where)
             try:
-                matches = self.paths(doc, pattern, origin, format_path(where), what="include")
+                matches = self.paths(doc, pattern, what="include")
             except files.FileProblem as problem:
                 self.diagnostics.append(error(origin, format_path(where), problem.message, problem.hint))
                 continue
@@ -111,10 +116,10 @@ class Expansion:
                 elif real not in self.loaded:
                     self.read(real, self.shown(real), "fragment", stack)
 
-    def paths(self, doc: _Doc, pattern: str, origin: Origin, where: str, *, what: str) -> list[str]:
+    def paths(self, doc: _Doc, pattern: str, *, what: str) -> list[str]:
         """Real paths for a path or glob written in ``doc``; a glob must match at least one file."""
         if "\0" in pattern or not glob.has_magic(pattern):
-            return [files.inside(self.root, doc.base_dir, pattern)]
+            return [self.guard.inside(doc.base_dir, pattern)]
         if os.path.isabs(pattern):
             raise files.FileProblem(f"absolute path {pattern!r} is not allowed",
                                     "write paths relative to the manifest, inside its folder")
@@ -123,7 +128,7 @@ class Expansion:
         if not matches:
             raise files.FileProblem(f"{what} glob {pattern!r} matches no file",
                                     "check the pattern; globs are relative to the file that writes them")
-        return [files.inside(self.root, doc.base_dir, m) for m in matches]
+        return [self.guard.inside(doc.base_dir, m) for m in matches]
 
     # -- pass 2: content -------------------------------------------------------------------------------
 
@@ -151,15 +156,18 @@ class Expansion:
                 continue
             body = body or {}
             self.groups[group_id] = GroupDecl(group_id, body.get("prune"), bool(body.get("protected")), origin, path)
-            for user_id, user in (body.get("users") or {}).items():
-                self.add_entries(doc, (*where, "users", user_id), user_id, user, [group_id])
+            users = body.get("users") or {}
+            for user_id, user in users.items():
+                self.add_entries(doc, (*where, "users", user_id), doc.at(users.key_marks[user_id]),
+                                 user_id, user, [group_id])
             for index, source in enumerate(body.get("sources") or []):
                 self.expand_folder(doc, (*where, "sources", index), group_id, source)
 
     def expand_people(self, doc: _Doc) -> None:
-        for user_id, person in (doc.data.get("people") or {}).items():
+        people = doc.data.get("people") or {}
+        for user_id, person in people.items():
             where = ("people", user_id)
-            origin = doc.origin(where, at_key=True)
+            origin = doc.at(people.key_marks[user_id])
             if user_id in self.people:
                 self.diagnostics.append(error(origin, format_path(where), f"person '{user_id}' is listed twice "
                                               f"(first at {self.people[user_id]})", "list each person once"))
@@ -173,29 +181,35 @@ class Expansion:
                                                   f"group '{group_id}' is listed twice for person '{user_id}'"))
                 else:
                     group_ids.append(group_id)
-            self.add_entries(doc, where, user_id, person, group_ids)
+            self.add_entries(doc, where, origin, user_id, person, group_ids)
 
-    def add_entries(self, doc: _Doc, where: tuple, user_id: str, user: dict, group_ids: list[str]) -> None:
-        origin = doc.origin(where, at_key=True)
-        path = format_path(where)
-        self.diagnostics.extend(checks.user_id_problems(user_id, origin, path))
+    def add_entries(self, doc: _Doc, where: tuple, origin: Origin, user_id: str, user: dict,
+                    group_ids: list[str]) -> None:
+        """``origin`` is where ``user_id`` is written; key paths are formatted only for a diagnostic."""
+        if not checks.user_id_is_plain(user_id):
+            self.diagnostics.extend(checks.user_id_problems(user_id, origin, format_path(where)))
         user_info = user.get("user_info")
-        self.diagnostics.extend(checks.user_info_problems(user_info, doc.origin((*where, "user_info")),
-                                                          format_path((*where, "user_info"))))
-        images, image_paths = self.expand_images(doc, (*where, "images"), user["images"])
+        if not checks.user_info_fits(user_info):
+            self.diagnostics.extend(checks.user_info_problems(user_info, doc.origin((*where, "user_info")),
+                                                              format_path((*where, "user_info"))))
+        images = self.expand_images(doc, (*where, "images"), user["images"])
         for group_id in group_ids:
             self.entries.append(Entry(group_id, user_id, user_info, images, user.get("quality_control"),
-                                      user.get("liveness_control"), origin, path, image_paths))
+                                      user.get("liveness_control"), origin, where))
 
-    def expand_images(self, doc: _Doc, where: tuple, items: list) -> tuple[list[DesiredImage], list[str]]:
+    def expand_images(self, doc: _Doc, where: tuple, items: list) -> list[DesiredImage]:
         images: list[DesiredImage] = []
-        paths: list[str] = []
         seen: dict[str, str] = {}
+        marks = items.item_marks
         for index, item in enumerate(items):
             spot = (*where, index)
-            origin = doc.origin(spot)
-            path = format_path(spot)
-            if isinstance(item, dict) and "url" in item:
+            origin = doc.at(marks[index])
+            if type(item) is str and "\0" not in item and not glob.has_magic(item):
+                image = self.plain_file_image(doc, item, origin, spot)
+                if image is None:
+                    continue
+                found = (image,)
+            elif isinstance(item, dict) and "url" in item:
                 found = [DesiredImage(ImageKind.URL, item["url"], origin=origin)]
             elif isinstance(item, dict) and "face_token" in item:
                 token = item["face_token"]
@@ -204,33 +218,45 @@ class Expansion:
                 literal = isinstance(item, dict)
                 written = item["path"] if literal else item
                 try:
-                    reals = ([files.inside(self.root, doc.base_dir, written)] if literal
-                             else self.paths(doc, written, origin, path, what="image"))
+                    reals = ([self.guard.inside(doc.base_dir, written)] if literal
+                             else self.paths(doc, written, what="image"))
                 except files.FileProblem as problem:
-                    self.diagnostics.append(error(origin, path, problem.message, problem.hint))
+                    self.diagnostics.append(error(origin, format_path(spot), problem.message, problem.hint))
                     continue
-                found = [image for image in (self.file_image(real, origin, path) for real in reals) if image]
+                found = [image for image in (self.file_image(real, origin, spot) for real in reals) if image]
             for image in found:
                 key = image.sha256 or image.path or f"{image.kind.value}:{image.source}"
                 if key in seen:
-                    self.diagnostics.append(error(origin, path, f"image {image.source!r} is listed twice for "
-                                                  f"this user (same as {seen[key]})", "remove the duplicate"))
+                    self.diagnostics.append(error(origin, format_path(spot), f"image {image.source!r} is listed "
+                                                  f"twice for this user (same as {seen[key]})",
+                                                  "remove the duplicate"))
                     continue
                 seen[key] = image.source
                 images.append(image)
-                paths.append(path)
-        return images, paths
+        return images
 
-    def file_image(self, real: str, origin: Origin, path: str) -> DesiredImage | None:
-        source = os.path.relpath(real, self.root).replace(os.sep, "/")
+    def plain_file_image(self, doc: _Doc, written: str, origin: Origin, spot: tuple) -> DesiredImage | None:
+        """An image written as a plain path (no glob): the common case, kept short."""
+        try:
+            real, status = self.guard.inside_with_status(doc.base_dir, written)
+        except files.FileProblem as problem:
+            self.diagnostics.append(error(origin, format_path(spot), problem.message, problem.hint))
+            return None
+        return self.file_image(real, origin, spot, status)
+
+    def file_image(self, real: str, origin: Origin, where: tuple | str,
+                   status: os.stat_result | None = None) -> DesiredImage | None:
+        """``where`` is the key path, as steps or as text: formatted only when there is a problem."""
+        source = self.guard.relative(real)
         result = self.image_cache.get(real)
         if result is None:
             try:
-                result = files.inspect_image(real, source, hash_images=self.hash_images)
+                result = files.inspect_image(real, source, hash_images=self.hash_images, status=status)
             except files.FileProblem as problem:
                 result = problem
             self.image_cache[real] = result
         if isinstance(result, files.FileProblem):
+            path = where if isinstance(where, str) else format_path(where)
             self.diagnostics.append(error(origin, path, result.message, result.hint))
             return None
         return DesiredImage(ImageKind.FILE, source, path=real, sha256=result.sha256, origin=origin)
@@ -239,7 +265,7 @@ class Expansion:
         origin = doc.origin(where)
         path = format_path(where)
         try:
-            folder = files.inside(self.root, doc.base_dir, source["folder"])
+            folder = self.guard.inside(doc.base_dir, source["folder"])
         except files.FileProblem as problem:
             self.diagnostics.append(error(origin, path, problem.message, problem.hint))
             return
@@ -265,11 +291,11 @@ class Expansion:
             images = []
             for name in names:
                 try:
-                    real = files.inside(self.root, user_dir, name)
+                    real, status = self.guard.inside_with_status(user_dir, name)
                 except files.FileProblem as problem:
                     self.diagnostics.append(error(origin, user_path, problem.message, problem.hint))
                     continue
-                image = self.file_image(real, origin, user_path)
+                image = self.file_image(real, origin, user_path, status)
                 if image is not None:
                     images.append(image)
             if not names:
@@ -280,7 +306,7 @@ class Expansion:
             user_info = self.read_user_info(user_dir, info_name, origin, user_path)
             self.diagnostics.extend(checks.user_info_problems(user_info, origin, user_path))
             self.entries.append(Entry(group_id, user_id, user_info, images, source.get("quality_control"),
-                                      source.get("liveness_control"), origin, user_path, [user_path] * len(images)))
+                                      source.get("liveness_control"), origin, user_path))
 
     def read_user_info(self, user_dir: str, name: str | None, origin: Origin, path: str) -> str | None:
         if not name:
@@ -325,7 +351,7 @@ class Expansion:
     def digest(self) -> str:
         """sha256 over every file's path (relative to the manifest's folder) and bytes, sorted by path."""
         digest = hashlib.sha256()
-        for relative, raw in sorted((os.path.relpath(d.real, self.root).replace(os.sep, "/"), d.raw)
+        for relative, raw in sorted((self.guard.relative(d.real), d.raw)
                                     for d in self.docs):
             digest.update(f"{relative}\0{len(raw)}\0".encode())
             digest.update(raw)
