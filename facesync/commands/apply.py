@@ -27,7 +27,15 @@ import click
 
 from facesync import apply as executor
 from facesync import progress as progress_bars
-from facesync.commands.options import concurrency_option, qps_option, target_option
+from facesync.commands.options import (
+    concurrency_option,
+    group_option,
+    no_color_option,
+    qps_option,
+    target_option,
+    use_color,
+    user_option,
+)
 from facesync.errors import (
     EXIT_OK,
     ApplyFailedError,
@@ -54,16 +62,14 @@ SHOWN_FAILURES = 20
 @concurrency_option
 @click.option("--report", "report_path", metavar="FILE", type=click.Path(dir_okay=False), default=None,
               help="Write every operation's outcome, error and log_id, and the totals, as JSON.")
-@click.option("--group", "-g", "groups", metavar="G", multiple=True,
-              help="Apply only this group of the manifest (repeatable).")
-@click.option("--user", "-u", "users", metavar="U", multiple=True,
-              help="Apply only this user of the manifest (repeatable); other users are left alone.")
+@group_option("Apply")
+@user_option("Apply")
 @click.option("--verify", type=click.Choice(executor.VERIFY_MODES), default="quick", show_default=True,
               help="Read back afterwards: quick, what the answers leave in doubt; full, every touched user.")
 @click.option("--lock-timeout", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="SECONDS",
               help="Wait up to SECONDS for another apply's lock on the library.")
 @click.option("--break-lock", is_flag=True, help="Remove a dead apply's lock on a remote library first.")
-@click.option("--no-color", is_flag=True, help="No colour even on a terminal (NO_COLOR does the same).")
+@no_color_option
 @click.pass_context
 def command(ctx: click.Context, source: str, target: str | None, yes: bool, force: bool, qps: float | None,
             concurrency: int, report_path: str | None, groups: tuple[str, ...], users: tuple[str, ...],
@@ -77,7 +83,7 @@ def command(ctx: click.Context, source: str, target: str | None, yes: bool, forc
       facesync plan faceset.yaml --out plan.json && facesync apply plan.json
     """
     options = _Options(force=force, yes=yes, concurrency=concurrency, report_path=report_path, verify=verify,
-                       lock_timeout=lock_timeout, break_lock=break_lock, color=_use_color(no_color),
+                       lock_timeout=lock_timeout, break_lock=break_lock, color=use_color(no_color),
                        quiet=(ctx.obj or {}).get("verbosity", 0) < 0)
     text = _plan_text(source)
     if text is not None:
@@ -91,10 +97,6 @@ def command(ctx: click.Context, source: str, target: str | None, yes: bool, forc
 class _Options:
     def __init__(self, **values):
         self.__dict__.update(values)
-
-
-def _use_color(no_color: bool) -> bool:
-    return not no_color and not os.environ.get("NO_COLOR") and sys.stdout.isatty()
 
 
 def _plan_text(path: str) -> str | None:

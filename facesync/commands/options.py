@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 target_option = click.option(
@@ -21,3 +24,21 @@ format_option = click.option(
     "--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
     help="text for people, json for machines, markdown for pull-request comments.",
 )
+no_color_option = click.option(
+    "--no-color", is_flag=True, help="No colour even on a terminal (NO_COLOR does the same).",
+)
+
+
+def group_option(verb: str):
+    return click.option("--group", "-g", "groups", metavar="G", multiple=True,
+                        help=f"{verb} only this group of the manifest (repeatable).")
+
+
+def user_option(verb: str):
+    return click.option("--user", "-u", "users", metavar="U", multiple=True,
+                        help=f"{verb} only this user of the manifest (repeatable); other users are left alone.")
+
+
+def use_color(no_color: bool) -> bool:
+    """Colour only for a person: stdout is a terminal and NO_COLOR (https://no-color.org) is unset."""
+    return not no_color and not os.environ.get("NO_COLOR") and sys.stdout.isatty()

@@ -12,12 +12,19 @@ same folder, then a rename): a crash or a full disk never leaves a partial plan 
 from __future__ import annotations
 
 import logging
-import os
-import sys
 
 import click
 
-from facesync.commands.options import concurrency_option, format_option, qps_option, target_option
+from facesync.commands.options import (
+    concurrency_option,
+    format_option,
+    group_option,
+    no_color_option,
+    qps_option,
+    target_option,
+    use_color,
+    user_option,
+)
 from facesync.errors import EXIT_CHANGES, EXIT_OK, EXIT_UNSAFE, ConfigError
 from facesync.plan import planfile
 from facesync.plan.ops import Plan
@@ -43,11 +50,6 @@ def render(plan: Plan, fmt: str, *, color: bool) -> str:
     return render_text(plan, color=color)
 
 
-def use_color(no_color: bool) -> bool:
-    """Colour only for a person: stdout is a terminal and NO_COLOR (https://no-color.org) is unset."""
-    return not no_color and not os.environ.get("NO_COLOR") and sys.stdout.isatty()
-
-
 @click.command("plan")
 @click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
 @target_option
@@ -58,13 +60,11 @@ def use_color(no_color: bool) -> bool:
               help="Exit 0 no changes, 2 changes, 3 changes that apply would refuse as unsafe.")
 @click.option("--live", "live_path", metavar="SNAPSHOT.json", type=click.Path(dir_okay=False), default=None,
               help="Plan against a snapshot (facesync snapshot --out FILE): no network, no credentials.")
-@click.option("--group", "-g", "groups", metavar="G", multiple=True,
-              help="Plan only this group of the manifest (repeatable).")
-@click.option("--user", "-u", "users", metavar="U", multiple=True,
-              help="Plan only this user of the manifest (repeatable); other users are left alone.")
+@group_option("Plan")
+@user_option("Plan")
 @qps_option
 @concurrency_option
-@click.option("--no-color", is_flag=True, help="No colour even on a terminal (NO_COLOR does the same).")
+@no_color_option
 def command(manifest_path: str, target: str | None, fmt: str, out: str | None, detailed_exitcode: bool,
             live_path: str | None, groups: tuple[str, ...], users: tuple[str, ...], qps: float | None,
             concurrency: int, no_color: bool) -> int:
