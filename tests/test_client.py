@@ -113,3 +113,17 @@ def test_refused_connection_is_a_scrubbed_transport_error(caplog):
     assert API_KEY not in text and SECRET_KEY not in text
     assert caught.value.__cause__ is None and caught.value.__context__ is None
     assert "retry 1" in caplog.text  # the first failure was retried
+
+
+def test_an_unreachable_server_is_named_with_its_root_cause_and_no_secret():
+    with socket.socket() as probe:  # a port nothing listens on once this closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = BaiduClient(f"http://127.0.0.1:{port}", "unreachable-api-key", "unreachable-secret-key",
+                         max_attempts=1)
+    with pytest.raises(TransportError) as caught:
+        client.group_getlist()
+    message = str(caught.value)
+    assert message.startswith(f"no usable answer: oauth/2.0/token at http://127.0.0.1:{port}: connection failed")
+    assert "Connection refused" in message
+    assert "unreachable-api-key" not in message and "unreachable-secret-key" not in message

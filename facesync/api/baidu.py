@@ -83,6 +83,24 @@ def scrub(text: str) -> str:
     return logs.redact(_QUERY_SECRET.sub(r"\1" + logs.MASK, text))
 
 
+def _root_cause(error: requests.RequestException) -> str:
+    """The innermost cause in a few words ("[Errno 111] Connection refused"), not urllib3's retelling
+    of the whole request (which names the URL, query string included)."""
+    cause: BaseException = error
+    seen = set()
+    while cause.__context__ is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        cause = cause.__context__
+    text = scrub(str(cause))
+    found = _ERRNO.search(text)
+    if found:
+        return found.group(0)
+    return f"{type(cause).__name__}: {text[:200]}"
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")(]+")
+
+
 class _ScrubFilter(logging.Filter):
     """urllib3 logs every request line, query string (and so the access token) included, at DEBUG."""
 
@@ -426,9 +444,9 @@ class BaiduClient:
             return self._session.post(self.base_url + path, params=query, json=body, timeout=self.timeout,
                                       verify=True)
         except requests.Timeout as error:
-            failure = f"{endpoint}: no answer in time ({type(error).__name__}: {scrub(str(error))})"
+            failure = f"{endpoint} at {self.base_url}: no answer in time ({_root_cause(error)})"
         except requests.RequestException as error:
-            failure = f"{endpoint}: connection failed ({type(error).__name__}: {scrub(str(error))})"
+            failure = f"{endpoint} at {self.base_url}: connection failed ({_root_cause(error)})"
         raise TransportError(failure)  # raised outside the except: the original, unscrubbed, is not chained
 
     # -- the FaceLibrary interface -------------------------------------------------------------------

@@ -41,6 +41,11 @@ class TransportError(RetryableError):
 
     def __init__(self, error_msg: str, log_id: int | None = None):
         super().__init__(0, error_msg, log_id)
+        self.message = f"no usable answer: {error_msg}"  # not "Baidu error 0": Baidu never answered
+        self.args = (self.message,)
+
+    def __reduce__(self):
+        return (type(self), (self.error_msg, self.log_id))
 
 
 class QuotaExhaustedError(FaceApiError):
