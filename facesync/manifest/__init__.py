@@ -36,6 +36,8 @@ def load(path: str, *, hash_images: bool = True) -> Loaded:
         expansion.read_all()
         if not any(d.is_error for d in expansion.diagnostics):
             expansion.expand_all()
+        else:  # the content pass cannot run: report the bad ids it would have found now
+            expansion.diagnostics.extend(expansion.id_problems)
         desired = expansion.desired() if not any(d.is_error for d in expansion.diagnostics) else None
         diagnostics = expansion.sorted_diagnostics()
         # Drop the parsed files while the collector is paused: freed by reference counting now, they

@@ -62,6 +62,7 @@ class Expansion:
         self.guard = files.PathGuard(self.root)
         self.display_dir = os.path.dirname(manifest_path)
         self.diagnostics: list[Diagnostic] = []
+        self.id_problems: list[Diagnostic] = []  # from the schema pass: see schema.check
         self.docs: list[_Doc] = []
         self.loaded: set[str] = set()
         self.groups: dict[str, GroupDecl] = {}
@@ -92,8 +93,9 @@ class Expansion:
             return
         doc = _Doc(shown, real, parsed.data, raw)
         self.docs.append(doc)
-        problems = schema.check(parsed.data, shown, kind)
+        problems, id_problems = schema.check(parsed.data, shown, kind)
         self.diagnostics.extend(problems)
+        self.id_problems.extend(id_problems)
         if isinstance(doc.data, dict) and isinstance(doc.data.get("include"), list):
             self.follow_includes(doc, (*stack, real))
 

@@ -63,12 +63,32 @@ def _did_you_mean(word: str, choices, *, fallback: str | None = None) -> str | N
     return fallback
 
 
-def check(data, file: str, kind: str = "manifest") -> list[Diagnostic]:
-    """Every schema problem of ``data`` (parsed from ``file``); ``kind`` is "manifest" or "fragment"."""
+def check(data, file: str, kind: str = "manifest") -> tuple[list[Diagnostic], list[Diagnostic]]:
+    """(structure problems, id problems) of ``data`` (parsed from ``file``); ``kind`` is "manifest" or
+    "fragment". Bad group and user ids come apart because the content pass reports them too: they are
+    shown from here only when a structure problem stops the content pass, so that either way every
+    error is reported at once, and none twice."""
     found: list[Diagnostic] = []
+    ids: list[Diagnostic] = []
     for problem in _validator(kind).iter_errors(_without_plain_users(data)):
-        found.extend(_translate(problem, data, file))
-    return found
+        if "propertyNames" in problem.absolute_schema_path:
+            ids.extend(_id_problems(problem, data, file))
+        else:
+            found.extend(_translate(problem, data, file))
+    return found, ids
+
+
+def _id_problems(problem: ValidationError, data, file: str) -> list[Diagnostic]:
+    """The content pass's own message for a group_id or user_id that breaks the schema's pattern."""
+    from facesync.manifest.checks import group_id_problems, user_id_problems
+
+    container = tuple(problem.absolute_path)
+    name = problem.instance
+    path = (*container, name)
+    origin = _at(data, file, path, at_key=True)
+    if container == ("groups",):
+        return group_id_problems(name, origin, format_path(path))
+    return user_id_problems(name, origin, format_path(path))
 
 
 @cache
@@ -166,8 +186,6 @@ def _translate(problem: ValidationError, data, file: str) -> list[Diagnostic]:
     value = problem.validator_value
     instance = problem.instance
 
-    if "propertyNames" in problem.absolute_schema_path:
-        return []
     if kind == "additionalProperties":
         allowed = sorted(problem.schema.get("properties", {}))
         out = []
