@@ -1,13 +1,16 @@
 """The token cache: what resolve learned about images, so that the next plan needs no call and no read.
 
-Two facts are kept, per target (face_tokens of one library mean nothing to another):
+Two facts are kept:
 
 - content sha256 → face_token (and URL → face_token), answered by ``detect`` or recorded by apply
-  from user/add;
-- (absolute path, size, mtime_ns) → sha256, so an unchanged file is not read again.
+  from user/add: per target, since face_tokens of one library mean nothing to another;
+- (absolute path, size, mtime_ns) → sha256, so an unchanged file is not read again: a fact about the
+  local file alone, kept once for every target, so that the manifest loader (which runs before the
+  target is known) can skip re-checking the content of a file already hashed.
 
 Where: ``$FACESYNC_CACHE_DIR``, else ``$XDG_CACHE_HOME/facesync``, else ``~/.cache/facesync``; one
-SQLite file a target, ``tokens-<sha256(identity)[:16]>.sqlite3``. SQLite in WAL mode with a busy timeout
+SQLite file a target, ``tokens-<sha256(identity)[:16]>.sqlite3``, and ``files.sqlite3`` beside them.
+SQLite in WAL mode with a busy timeout
 lets two runs (a plan and an apply, two CI jobs) share the file. The cache only ever saves work: a
 corrupt file is moved aside and rebuilt, and a cache that cannot be written at all degrades to memory
 with a warning; neither stops a run.
@@ -32,13 +35,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
-_SCHEMA = (
+_TOKEN_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS tokens (sha256 TEXT PRIMARY KEY, face_token TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS urls (url TEXT PRIMARY KEY, face_token TEXT NOT NULL)",
+)
+_FILE_SCHEMA = (
     ("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL,"
      " mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL)"),
 )
 IN_MEMORY = ":memory:"
+FILES_NAME = "files.sqlite3"
 
 
 def cache_dir() -> Path:
@@ -58,13 +64,47 @@ def cache_path(identity: str, directory: str | os.PathLike | None = None) -> Pat
     return Path(directory if directory is not None else cache_dir()) / f"tokens-{digest}.sqlite3"
 
 
-class TokenCache:
-    """A thread-safe view of one cache file. Every method answers or does nothing; none raises."""
+class FileHashes:
+    """(absolute path, size, mtime_ns) → sha256 of local files, shared by every target."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = str(path)
-        self._lock = threading.Lock()
-        self._db = self._open()
+        self._store = _Store(path, _FILE_SCHEMA)
+
+    @classmethod
+    def default(cls, directory: str | os.PathLike | None = None) -> FileHashes:
+        return cls(Path(directory if directory is not None else cache_dir()) / FILES_NAME)
+
+    def sha256(self, path: str, size: int, mtime_ns: int) -> str | None:
+        """The sha256 recorded for ``path`` if the file still has that size and mtime."""
+        return self._store.one("SELECT sha256 FROM files WHERE path = ? AND size = ? AND mtime_ns = ?",
+                               (os.path.abspath(path), size, mtime_ns))
+
+    def known(self, path: str, size: int, mtime_ns: int) -> bool:
+        """Whether this very file (same size and mtime) was read and hashed before."""
+        return self.sha256(path, size, mtime_ns) is not None
+
+    def record(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
+        self._store.write("INSERT OR REPLACE INTO files (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)",
+                          (os.path.abspath(path), size, mtime_ns, sha256))
+
+    def close(self) -> None:
+        self._store.close()
+
+
+class TokenCache:
+    """A thread-safe view of one target's cache file (and the shared file hashes beside it).
+    Every method answers or does nothing; none raises."""
+
+    def __init__(self, path: str | os.PathLike, files: FileHashes | None = None):
+        self._store = _Store(path, _TOKEN_SCHEMA)
+        if files is None:
+            beside = IN_MEMORY if str(path) == IN_MEMORY else Path(path).parent / FILES_NAME
+            files = FileHashes(beside)
+        self.files = files
+
+    @property
+    def path(self) -> str:
+        return self._store.path
 
     @classmethod
     def for_target(cls, identity: str, directory: str | os.PathLike | None = None) -> TokenCache:
@@ -77,28 +117,25 @@ class TokenCache:
     # -- content → face_token -------------------------------------------------------------------------
 
     def token(self, sha256: str) -> str | None:
-        return self._one("SELECT face_token FROM tokens WHERE sha256 = ?", (sha256,))
+        return self._store.one("SELECT face_token FROM tokens WHERE sha256 = ?", (sha256,))
 
     def record(self, sha256: str, face_token: str) -> None:
         """Remember that the image with this content hash is ``face_token`` in this library."""
-        self._write("INSERT OR REPLACE INTO tokens (sha256, face_token) VALUES (?, ?)", (sha256, face_token))
+        self._store.write("INSERT OR REPLACE INTO tokens (sha256, face_token) VALUES (?, ?)", (sha256, face_token))
 
     def url_token(self, url: str) -> str | None:
-        return self._one("SELECT face_token FROM urls WHERE url = ?", (url,))
+        return self._store.one("SELECT face_token FROM urls WHERE url = ?", (url,))
 
     def record_url(self, url: str, face_token: str) -> None:
-        self._write("INSERT OR REPLACE INTO urls (url, face_token) VALUES (?, ?)", (url, face_token))
+        self._store.write("INSERT OR REPLACE INTO urls (url, face_token) VALUES (?, ?)", (url, face_token))
 
     # -- file → content hash --------------------------------------------------------------------------
 
     def file_sha256(self, path: str, size: int, mtime_ns: int) -> str | None:
-        """The sha256 recorded for ``path`` if the file still has that size and mtime."""
-        return self._one("SELECT sha256 FROM files WHERE path = ? AND size = ? AND mtime_ns = ?",
-                         (os.path.abspath(path), size, mtime_ns))
+        return self.files.sha256(path, size, mtime_ns)
 
     def record_file(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
-        self._write("INSERT OR REPLACE INTO files (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)",
-                    (os.path.abspath(path), size, mtime_ns, sha256))
+        self.files.record(path, size, mtime_ns, sha256)
 
     def record_upload(self, path: str, sha256: str, face_token: str) -> None:
         """After uploading the file at ``path`` (content ``sha256``): the next plan neither reads nor detects it.
@@ -113,8 +150,8 @@ class TokenCache:
         self.record_file(path, info.st_size, info.st_mtime_ns, sha256)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._store.close()
+        self.files.close()
 
     def __enter__(self) -> Self:
         return self
@@ -125,9 +162,23 @@ class TokenCache:
     def __repr__(self) -> str:
         return f"TokenCache({self.path!r})"
 
+
+class _Store:
+    """One SQLite file of the cache: WAL, a busy timeout, and recovery from corruption."""
+
+    def __init__(self, path: str | os.PathLike, schema: tuple[str, ...]):
+        self.path = str(path)
+        self._schema = schema
+        self._lock = threading.Lock()
+        self._db = self._open()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
     # -- storage --------------------------------------------------------------------------------------
 
-    def _one(self, sql: str, params: tuple) -> str | None:
+    def one(self, sql: str, params: tuple) -> str | None:
         with self._lock:
             for attempt in (1, 2):
                 try:
@@ -138,7 +189,7 @@ class TokenCache:
                         return None
         return None
 
-    def _write(self, sql: str, params: tuple) -> None:
+    def write(self, sql: str, params: tuple) -> None:
         with self._lock:
             for attempt in (1, 2):
                 try:
@@ -186,17 +237,16 @@ class TokenCache:
         self.path = IN_MEMORY
         return self._connect(IN_MEMORY)
 
-    @staticmethod
-    def _connect(path: str) -> sqlite3.Connection:
+    def _connect(self, path: str) -> sqlite3.Connection:
         db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         try:
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if path != IN_MEMORY:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.execute("PRAGMA synchronous = NORMAL")
-            for statement in _SCHEMA:
+            for statement in self._schema:
                 db.execute(statement)
-            db.execute("SELECT count(*) FROM tokens").fetchone()  # touch the file: corruption shows here
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # touch the file: corruption shows here
         except sqlite3.Error:
             db.close()
             raise

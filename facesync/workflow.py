@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from facesync import manifest
 from facesync.api.protocol import FaceLibrary
-from facesync.cache import TokenCache
+from facesync.cache import FileHashes, TokenCache
 from facesync.model import Desired, Live
 from facesync.plan.ops import Plan
 from facesync.plan.planner import make_plan, narrow
@@ -58,7 +58,11 @@ def load_desired(manifest_path: str, *, groups: tuple[str, ...] = (), users: tup
 
     Files are not hashed here: resolve hashes only the images the diff needs, through the cache.
     """
-    loaded = manifest.load(manifest_path, hash_images=False)
+    hashes = FileHashes.default()
+    try:  # files hashed by an earlier plan (and unchanged) are not read again, not even their first bytes
+        loaded = manifest.load(manifest_path, hash_images=False, known_file=hashes.known)
+    finally:
+        hashes.close()
     if loaded.warnings:
         log.warning("%s", manifest.render_diagnostics(loaded.warnings, "text").rstrip())
     desired = narrow(loaded.desired, set(groups) if groups else None, set(users) if users else None)

@@ -47,7 +47,7 @@ _GONE_CODES = frozenset({223100, 223103, 223106})
 
 
 class TokenCache(Protocol):
-    def record(self, sha256: str, face_token: str) -> None: ...
+    def record_upload(self, path: str, sha256: str, face_token: str) -> None: ...
 
 
 class _StopRun(Exception):
@@ -401,7 +401,7 @@ class _Run:
             return
         with self.cache_lock:
             try:
-                self.cache.record(digest, token)
+                self.cache.record_upload(face.path or face.source, digest, token)
             except Exception:  # a cache that cannot be written costs a detect next time, not the apply
                 log.warning("could not record a face_token in the token cache", exc_info=True)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from facesync.errors import ManifestError
 from facesync.manifest.diagnostics import ERROR, WARNING, Diagnostic, render_diagnostics
 from facesync.manifest.expand import Expansion
+from facesync.manifest.files import KnownFile
 from facesync.manifest.loader import no_gc
 from facesync.model import Desired
 
@@ -24,15 +25,17 @@ class Loaded:
     warnings: tuple[Diagnostic, ...]
 
 
-def load(path: str, *, hash_images: bool = True) -> Loaded:
+def load(path: str, *, hash_images: bool = True, known_file: KnownFile | None = None) -> Loaded:
     """Load and check the manifest at ``path``.
 
     ``hash_images=False`` still checks that every image exists, fits the size limit and is a PNG, JPEG
     or BMP by its first bytes, but leaves ``DesiredImage.sha256`` None (for callers with a hash cache).
+    ``known_file(path, size, mtime_ns)``: with ``hash_images=False``, a file it knows (read and hashed
+    before, unchanged since) is not read at all, so an unchanged manifest plans without reading an image.
     Raises ``ManifestError`` whose ``diagnostics`` lists every error (and the warnings found with them).
     """
     with no_gc():
-        expansion = Expansion(str(path), hash_images=hash_images)
+        expansion = Expansion(str(path), hash_images=hash_images, known_file=known_file)
         expansion.read_all()
         if not any(d.is_error for d in expansion.diagnostics):
             expansion.expand_all()

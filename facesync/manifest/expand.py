@@ -55,9 +55,10 @@ class _Doc:
 
 
 class Expansion:
-    def __init__(self, manifest_path: str, *, hash_images: bool):
+    def __init__(self, manifest_path: str, *, hash_images: bool, known_file: files.KnownFile | None = None):
         self.manifest_path = manifest_path
         self.hash_images = hash_images
+        self.known_file = known_file
         self.root = os.path.dirname(os.path.realpath(manifest_path))
         self.guard = files.PathGuard(self.root)
         self.display_dir = os.path.dirname(manifest_path)
@@ -253,7 +254,8 @@ class Expansion:
         result = self.image_cache.get(real)
         if result is None:
             try:
-                result = files.inspect_image(real, source, hash_images=self.hash_images, status=status)
+                result = files.inspect_image(real, source, hash_images=self.hash_images, status=status,
+                                             known_file=self.known_file)
             except files.FileProblem as problem:
                 result = problem
             self.image_cache[real] = result

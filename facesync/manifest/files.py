@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from facesync.images import base64_length, fits_base64_limit, sniff_format
@@ -27,6 +28,9 @@ class FileProblem(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+
+KnownFile = Callable[[str, int, int], bool]  # (path, size, mtime_ns): read and hashed before, unchanged
 
 
 @dataclass(frozen=True)
@@ -128,9 +132,11 @@ def inside(root: str, base_dir: str, relative: str) -> str:
     return PathGuard(root).inside(base_dir, relative)
 
 
-def inspect_image(path: str, shown: str, *, hash_images: bool, status: os.stat_result | None = None) -> ImageFile:
+def inspect_image(path: str, shown: str, *, hash_images: bool, status: os.stat_result | None = None,
+                  known_file: KnownFile | None = None) -> ImageFile:
     """Check that ``path`` is a usable image; ``shown`` is how messages name it; ``status`` is its
-    ``os.stat`` when the caller already has it."""
+    ``os.stat`` when the caller already has it. ``known_file(path, size, mtime_ns)`` says the very same
+    file was read and hashed before (after passing this check): its content is not read again."""
     if status is None:
         try:
             status = os.stat(path)
@@ -146,6 +152,8 @@ def inspect_image(path: str, shown: str, *, hash_images: bool, status: os.stat_r
             f"image {shown} is too large: {size:,} bytes are {base64_length(size):,} characters of base64, "
             "over the API's 2 MB (2,097,152) limit",
             "resize or recompress it (below about 1.5 MB)")
+    if not hash_images and known_file is not None and known_file(path, size, status.st_mtime_ns):
+        return ImageFile(path, size, None)
     digest = hashlib.sha256() if hash_images else None
     try:
         head = _read(path, digest, size)
