@@ -121,7 +121,7 @@ def _expects_by_subject(plan: Plan) -> dict[Subject, list[Expect]]:
     return expected
 
 
-def doubtful_subjects(plan: Plan, results: Iterable[OpResult]) -> set[Subject]:
+def doubtful_subjects(results: Iterable[OpResult]) -> set[Subject]:
     """The users whose end state the answers do not prove (see the module docstring)."""
     doubtful: set[Subject] = set()
     for result in results:
@@ -142,7 +142,8 @@ def verify_results(plan: Plan, library: FaceLibrary, results: Iterable[OpResult]
     results = tuple(results)
     groups, users = wanted_state(plan, results)
     if mode == "quick":
-        users = {s: w for s, w in users.items() if s in doubtful_subjects(plan, results)}
+        doubtful = doubtful_subjects(results)
+        users = {s: w for s, w in users.items() if s in doubtful}
     problems: list[str] = []
     if groups:
         present = set(iter_group_ids(library))

@@ -201,8 +201,6 @@ def _show(plan: Plan, options: _Options) -> None:
 
     text = render_text(plan, color=options.color)
     click.echo(text, nl=not text.endswith("\n"))
-    if plan.empty and "No changes" not in text:
-        click.echo("No changes.")
 
 
 def _refuse_unsafe(plan: Plan, options: _Options) -> None:

@@ -329,6 +329,21 @@ class LocalLibrary:
                            (group_seq, user_id)).fetchone()
         return row[0] if row else None
 
+    @classmethod
+    def _existing_group(cls, conn: sqlite3.Connection, group_id: str, missing: int = 223100) -> int:
+        """The group's row, or the error ``missing`` (223100, or 223111 for a copy's destination)."""
+        group_seq = cls._group_seq(conn, group_id)
+        if group_seq is None:
+            raise _fail(missing)
+        return group_seq
+
+    @classmethod
+    def _existing_user(cls, conn: sqlite3.Connection, group_seq: int, user_id: str) -> int:
+        user_seq = cls._user_seq(conn, group_seq, user_id)
+        if user_seq is None:
+            raise _fail(223103)
+        return user_seq
+
     def _now_text(self) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._clock()))
 
@@ -374,9 +389,7 @@ class LocalLibrary:
         self._check_face_call(group_id, user_id, image, user_info)
         face_token = self._accept_image(image, quality_control, liveness_control)
         with self._write() as conn:
-            group_seq = self._group_seq(conn, group_id)
-            if group_seq is None:
-                raise _fail(223100)
+            group_seq = self._existing_group(conn, group_id)
             user_seq = self._user_seq(conn, group_seq, user_id)
             if user_seq is None:
                 user_seq = conn.execute("INSERT INTO users (group_seq, user_id, user_info) VALUES (?, ?, ?)",
@@ -401,12 +414,8 @@ class LocalLibrary:
         self._check_face_call(group_id, user_id, image, user_info)
         face_token = self._accept_image(image, quality_control, liveness_control)
         with self._write() as conn:
-            group_seq = self._group_seq(conn, group_id)
-            if group_seq is None:
-                raise _fail(223100)
-            user_seq = self._user_seq(conn, group_seq, user_id)
-            if user_seq is None:
-                raise _fail(223103)
+            group_seq = self._existing_group(conn, group_id)
+            user_seq = self._existing_user(conn, group_seq, user_id)
             conn.execute("DELETE FROM faces WHERE user_seq = ?", (user_seq,))
             if user_info is not None:
                 conn.execute("UPDATE users SET user_info = ? WHERE seq = ?", (user_info, user_seq))
@@ -435,12 +444,8 @@ class LocalLibrary:
         _check_group_id(group_id)
         _check_face_token(face_token)
         with self._write() as conn:
-            group_seq = self._group_seq(conn, group_id)
-            if group_seq is None:
-                raise _fail(223100)
-            user_seq = self._user_seq(conn, group_seq, user_id)
-            if user_seq is None:
-                raise _fail(223103)
+            group_seq = self._existing_group(conn, group_id)
+            user_seq = self._existing_user(conn, group_seq, user_id)
             if conn.execute("DELETE FROM faces WHERE user_seq = ? AND face_token = ?",
                             (user_seq, face_token)).rowcount == 0:
                 raise _fail(223106)
@@ -471,12 +476,8 @@ class LocalLibrary:
         _check_user_id(user_id)
         _check_group_id(group_id)
         with self._read() as conn:
-            group_seq = self._group_seq(conn, group_id)
-            if group_seq is None:
-                raise _fail(223100)
-            user_seq = self._user_seq(conn, group_seq, user_id)
-            if user_seq is None:
-                raise _fail(223103)
+            group_seq = self._existing_group(conn, group_id)
+            user_seq = self._existing_user(conn, group_seq, user_id)
             rows = conn.execute("SELECT face_token, ctime FROM faces WHERE user_seq = ? ORDER BY seq",
                                 (user_seq,)).fetchall()
         return FaceList(tuple(FaceEntry(token, ctime) for token, ctime in rows), _new_log_id())
@@ -487,9 +488,7 @@ class LocalLibrary:
         _check_group_id(group_id)
         first, count = _page(start, length)
         with self._read() as conn:
-            group_seq = self._group_seq(conn, group_id)
-            if group_seq is None:
-                raise _fail(223100)
+            group_seq = self._existing_group(conn, group_id)
             rows = conn.execute("SELECT user_id FROM users WHERE group_seq = ? ORDER BY seq LIMIT ? OFFSET ?",
                                 (group_seq, count, first)).fetchall()
         return IdPage(tuple(row[0] for row in rows), _new_log_id())
@@ -501,12 +500,8 @@ class LocalLibrary:
         _check_group_id(src_group_id)
         _check_group_id(dst_group_id)
         with self._write() as conn:
-            src_seq = self._group_seq(conn, src_group_id)
-            if src_seq is None:
-                raise _fail(223100)
-            dst_seq = self._group_seq(conn, dst_group_id)
-            if dst_seq is None:
-                raise _fail(223111)
+            src_seq = self._existing_group(conn, src_group_id)
+            dst_seq = self._existing_group(conn, dst_group_id, missing=223111)
             row = conn.execute("SELECT seq, user_info FROM users WHERE group_seq = ? AND user_id = ?",
                                (src_seq, user_id)).fetchone()
             if row is None:
@@ -533,9 +528,7 @@ class LocalLibrary:
                 if deleted == 0:
                     raise _fail(223103)
             else:
-                group_seq = self._group_seq(conn, group_id)
-                if group_seq is None:
-                    raise _fail(223100)
+                group_seq = self._existing_group(conn, group_id)
                 if conn.execute("DELETE FROM users WHERE group_seq = ? AND user_id = ?",
                                 (group_seq, user_id)).rowcount == 0:
                     raise _fail(223103)
@@ -564,9 +557,7 @@ class LocalLibrary:
         with self._write() as conn:
             now = self._clock()
             self._purge(conn, now)
-            group_seq = self._group_seq(conn, group_id)
-            if group_seq is None:
-                raise _fail(223100)
+            group_seq = self._existing_group(conn, group_id)
             faces = 0
             if self.background_group_delete:
                 faces = conn.execute("SELECT count(*) FROM faces f JOIN users u ON u.seq = f.user_seq "
