@@ -60,8 +60,9 @@ def open_target(spec: TargetSpec, *, qps: float | None = None, concurrency: int 
     """The FaceLibrary for ``spec``. Remote targets read credentials from the environment."""
     if spec.is_local:
         from facesync.local.store import LocalLibrary
+        from facesync.local.unknowns import unknowns_from_environment
 
-        return LocalLibrary(spec.location)
+        return LocalLibrary(spec.location, unknowns=unknowns_from_environment())
     from facesync.api.baidu import BaiduClient
 
     return BaiduClient.from_environment(

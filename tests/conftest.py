@@ -1,28 +1,56 @@
-"""Shared fixtures: a local library in a temporary file, and ``facesync serve`` on 127.0.0.1."""
+"""Shared fixtures: a local library in a temporary file, and ``facesync serve`` on 127.0.0.1.
+
+Both follow the ``unknowns`` fixture: ``lenient`` by default, and each of ``lenient`` and ``harsh`` for a
+test (or a module, with ``pytestmark = pytest.mark.both_unknowns``) marked ``both_unknowns``. The fixture
+also sets ``FACESYNC_UNKNOWNS`` for the test, so ``local:`` targets opened by commands (in this process
+or in a child) answer the same way.
+"""
 
 from __future__ import annotations
 
 import pytest
 
+from facesync.local.unknowns import CHOICES, ENV_VAR, LENIENT
 from tests.support.server import start_server
+
+BOTH_UNKNOWNS = "both_unknowns"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", f"{BOTH_UNKNOWNS}: run the test once with lenient and once with harsh unknowns "
+                   "(the library, serve and unknowns fixtures follow)")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker(BOTH_UNKNOWNS) and "unknowns" in metafunc.fixturenames:
+        metafunc.parametrize("unknowns", CHOICES, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def unknowns(request, monkeypatch) -> str:
+    """"lenient" or "harsh": how the library and servers of this test answer where Baidu is silent."""
+    value = getattr(request, "param", LENIENT)
+    monkeypatch.setenv(ENV_VAR, value)
+    return value
 
 
 @pytest.fixture
-def library(tmp_path):
+def library(tmp_path, unknowns):
     from facesync.local.store import LocalLibrary
 
-    lib = LocalLibrary(str(tmp_path / "library.db"))
+    lib = LocalLibrary(str(tmp_path / "library.db"), unknowns=unknowns)
     yield lib
     lib.close()
 
 
 @pytest.fixture
-def serve(tmp_path):
+def serve(tmp_path, unknowns):
     """A factory: ``serve("--qps", "5")`` starts a server (stopped after the test) and returns it."""
     started = []
 
     def start(*extra: str, db: str | None = None):
-        server = start_server(db or str(tmp_path / f"serve{len(started)}.db"), *extra)
+        server = start_server(db or str(tmp_path / f"serve{len(started)}.db"), "--unknowns", unknowns, *extra)
         started.append(server)
         return server
 

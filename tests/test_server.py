@@ -13,38 +13,10 @@ import requests
 
 from facesync.images import local_face_token
 from tests.support.images import png
+from tests.support.server import ApiClient, fetch_token
 
 TOKEN_FORMAT = re.compile(r"^24\.[0-9a-f]{32}\.(\d+)\.(\d+)\.\d+-(\d+)$")
 ENVELOPE_KEYS = {"error_code", "error_msg", "log_id", "timestamp", "cached", "result"}
-
-
-class ApiClient:
-    """A bare Baidu client: one token, one keep-alive session, JSON bodies unless told otherwise."""
-
-    def __init__(self, server, token: str | None = None):
-        self.server = server
-        self.session = requests.Session()
-        self.token = token or fetch_token(server)["access_token"]
-
-    def url(self, path: str) -> str:
-        return f"{self.server.base_url}/rest/2.0/face/v3/{path}"
-
-    def call(self, path: str, **params) -> dict:
-        answer = self.session.post(self.url(path), params={"access_token": self.token}, json=params, timeout=10)
-        assert answer.status_code == 200
-        return answer.json()
-
-    def ok(self, path: str, **params):
-        body = self.call(path, **params)
-        assert body["error_code"] == 0, body
-        return body["result"]
-
-
-def fetch_token(server, **overrides) -> dict:
-    params = {"grant_type": "client_credentials", "client_id": server.api_key, "client_secret": server.secret_key}
-    answer = requests.get(f"{server.base_url}/oauth/2.0/token", params={**params, **overrides}, timeout=10)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
 
 
 def b64(data: bytes) -> str:

@@ -148,6 +148,14 @@ ERROR_CODES: dict[int, tuple[type[FaceApiError], str]] = {
     223127: (ImageRejectedError, "mouth is occlusion"),
 }
 
+# Cases the contract documents but Baidu publishes no code for: the codes the local library answers with
+# (ASSUMPTION each; `facesync doctor` observes the real ones on a user's own app).
+FACE_CAP_CODE = 222208  # a user already has the most faces allowed in a group: "the number of image is incorrect"
+FACE_ON_OTHER_USER_CODE = 223105  # harsh: the face is already on another user of the group
+GROUP_BEING_DELETED_ADD_CODE = 223100  # a face added to a group id still being deleted in the background
+GROUP_BEING_DELETED_RECREATE_CODE = 222901  # group/add of that id, lenient: "system busy", retry later
+GROUP_BEING_DELETED_RECREATE_HARSH_CODE = 223101  # harsh: "already exists", though no read shows the group
+
 # What a user can do about the codes met most often; shown under the error.
 HINTS: dict[int, str] = {
     6: "the app has no permission for Face V3: enable the face service for this app, and use V3 keys",

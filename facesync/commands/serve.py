@@ -18,6 +18,7 @@ from facesync import logs
 from facesync.errors import ConfigError
 from facesync.local.faults import FaultInjector, image_check_for, load_faults
 from facesync.local.server import DEFAULT_TOKEN_TTL, FaceApi, FaceServer, ServerSettings
+from facesync.local.unknowns import CHOICES, ENV_VAR, LENIENT
 
 DEFAULT_DB = ".facesync/library.db"
 DEFAULT_PORT = 8155
@@ -52,9 +53,12 @@ DEFAULT_APP_ID = "10000001"
               help="Refuse more faces per user (Baidu's current cap is 20; default: none).")
 @click.option("--background-group-delete", is_flag=True,
               help="Delete groups of over 500 faces in the background at about 20 faces/s, as Baidu does.")
+@click.option("--unknowns", type=click.Choice(CHOICES), envvar=ENV_VAR, default=LENIENT, show_default=True,
+              help="How to answer where Baidu's docs are silent: the kind answer, or the one most dangerous "
+                   f"for a client [env {ENV_VAR}].")
 def command(db: str, host: str, port: int, qps: int | None, latency_ms: int, faults_file: str | None,
             journal_file: str | None, api_key: str, secret_key: str, app_id: str, token_ttl: int,
-            max_faces_per_user: int | None, background_group_delete: bool) -> int:
+            max_faces_per_user: int | None, background_group_delete: bool, unknowns: str) -> int:
     """Serve a local face library over Baidu's Face V3 HTTP protocol.
 
     \b
@@ -72,8 +76,9 @@ def command(db: str, host: str, port: int, qps: int | None, latency_ms: int, fau
     faults = load_faults(faults_file) if faults_file else None
     settings = ServerSettings(api_key=api_key, secret_key=secret_key, app_id=app_id, token_ttl=token_ttl,
                               qps=qps, latency_ms=latency_ms, journal_path=journal_file)
-    library = _open_library(db, max_faces_per_user, background_group_delete,
-                            image_check_for(faults) if faults else None)
+    library = _open_library(db, max_faces_per_user=max_faces_per_user,
+                            background_group_delete=background_group_delete, unknowns=unknowns,
+                            image_check=image_check_for(faults) if faults else None)
     try:
         api = FaceApi(library, settings, FaultInjector(faults) if faults else None)
         try:
@@ -82,21 +87,20 @@ def command(db: str, host: str, port: int, qps: int | None, latency_ms: int, fau
             api.close()
             raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error}",
                               hint="pick another --port, or 0 for any free one") from None
-        _serve(server, db, app_id)
+        _serve(server, db, app_id, unknowns)
     finally:
         library.close()
     return 0
 
 
-def _open_library(db: str, max_faces_per_user: int | None, background_group_delete: bool, image_check):
+def _open_library(db: str, **options):
     from facesync.local.store import LocalLibrary
 
     Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    return LocalLibrary(db, max_faces_per_user=max_faces_per_user,
-                        background_group_delete=background_group_delete, image_check=image_check)
+    return LocalLibrary(db, **options)
 
 
-def _serve(server: FaceServer, db: str, app_id: str) -> None:
+def _serve(server: FaceServer, db: str, app_id: str, unknowns: str) -> None:
     def stop(signum, frame):
         raise KeyboardInterrupt
 
@@ -104,7 +108,7 @@ def _serve(server: FaceServer, db: str, app_id: str) -> None:
     try:
         click.echo(f"facesync serve: listening on {server.url}")
         sys.stdout.flush()
-        click.echo(f"facesync serve: library {db}, app id {app_id}; Ctrl-C to stop", err=True)
+        click.echo(f"facesync serve: library {db}, app id {app_id}, {unknowns} unknowns; Ctrl-C to stop", err=True)
         server.serve_forever()
     except KeyboardInterrupt:
         click.echo("facesync serve: stopped", err=True)

@@ -48,7 +48,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from facesync.api.errors import FaceApiError, error_for, message_for
+from facesync.api.errors import (
+    FACE_CAP_CODE,
+    FACE_ON_OTHER_USER_CODE,
+    GROUP_BEING_DELETED_ADD_CODE,
+    GROUP_BEING_DELETED_RECREATE_CODE,
+    GROUP_BEING_DELETED_RECREATE_HARSH_CODE,
+    FaceApiError,
+    error_for,
+    message_for,
+)
 from facesync.api.protocol import (
     ALL_GROUPS,
     PAGE_MAX,
@@ -65,9 +74,10 @@ from facesync.api.protocol import (
     UserRecord,
 )
 from facesync.errors import FacesyncError
-from facesync.images import local_face_token
+from facesync.images import detect_face_token, local_face_token
 from facesync.local import schema
 from facesync.local.images import ImageProblem, decode_base64_image, fetch_url_image
+from facesync.local.unknowns import LENIENT, Unknowns
 
 GROUP_ID_MAX_BYTES = 48
 USER_ID_MAX_BYTES = 128
@@ -77,7 +87,6 @@ BACKGROUND_DELETE_THRESHOLD = 500  # faces; larger groups are deleted in the bac
 BACKGROUND_DELETE_RATE = 20.0  # faces per second
 CONTROL_LEVELS = ("NONE", "LOW", "NORMAL", "HIGH")
 IMAGE_TYPES = ("BASE64", "URL", "FACE_TOKEN")
-FACE_CAP_CODE = 222208
 MAX_IDLE_CONNECTIONS = 16
 
 _ID_CHARS = re.compile(r"[A-Za-z0-9_]+\Z")
@@ -201,9 +210,11 @@ def _page_number(value: object, default: int, code: int, minimum: int, maximum: 
     return value
 
 
-def _page(start: object, length: object) -> tuple[int, int]:
-    return (_page_number(start, 0, 222002, 0, None),
-            _page_number(length, DEFAULT_PAGE_LENGTH, 222003, 1, PAGE_MAX))
+def _page(start: object, length: object, *, clamp: bool) -> tuple[int, int]:
+    """(first, count) of a listing; ``clamp`` serves PAGE_MAX for a longer ``length`` instead of 222003."""
+    first = _page_number(start, 0, 222002, 0, None)
+    count = _page_number(length, DEFAULT_PAGE_LENGTH, 222003, 1, None if clamp else PAGE_MAX)
+    return first, min(count, PAGE_MAX)
 
 
 class LocalLibrary:
@@ -211,7 +222,9 @@ class LocalLibrary:
 
     def __init__(self, path: str, *, max_faces_per_user: int | None = None, background_group_delete: bool = False,
                  image_check: ImageCheck | None = None, url_timeout: float = 10.0,
-                 url_max_bytes: int = 10 * 1024 * 1024, clock: Callable[[], float] = time.time):
+                 url_max_bytes: int = 10 * 1024 * 1024, clock: Callable[[], float] = time.time,
+                 unknowns: str | Unknowns = LENIENT):
+        self.unknowns = unknowns if isinstance(unknowns, Unknowns) else Unknowns.named(unknowns)
         if max_faces_per_user is not None and max_faces_per_user < 1:
             raise ValueError("max_faces_per_user must be at least 1")
         self.path = os.path.abspath(path)
@@ -349,27 +362,43 @@ class LocalLibrary:
 
     # ---- images ----
 
-    def _resolve_image(self, image: Image | None) -> str:
-        """The face_token of an image parameter, or the error Baidu would answer."""
+    def _resolve_image(self, image: Image | None, *, detecting: bool = False) -> str:
+        """The face_token of an image parameter, or the error Baidu would answer.
+
+        ``detecting``: the token detect answers, which the harsh variant makes differ from the stored one.
+        """
         _require(("image", None if image is None else image.value),
                  ("image_type", None if image is None else getattr(image.type, "value", image.type)))
         kind = _image_type(image)
         if kind == "FACE_TOKEN":
             _check_face_token(image.value)
             with self._read() as conn:
-                known = conn.execute("SELECT 1 FROM known_tokens WHERE face_token = ?", (image.value,)).fetchone()
-            if not known:
+                usable = conn.execute(self._USABLE_TOKEN_SQL[self.unknowns.face_token_needs_live_face],
+                                      (image.value,)).fetchone()
+            if not usable:
                 raise _fail(222209)
             return image.value
+        data = self._image_bytes(image, kind)
+        if detecting and self.unknowns.detect_token_differs:
+            return detect_face_token(data)
+        return local_face_token(data)
+
+    # A FACE_TOKEN image is usable once the library has seen the token (lenient), or only while a face
+    # of a live group holds it (harsh: Baidu's private deployment says tokens need a stored feature).
+    _USABLE_TOKEN_SQL = {
+        False: "SELECT 1 FROM known_tokens WHERE face_token = ?",
+        True: "SELECT 1 FROM faces f JOIN users u ON u.seq = f.user_seq JOIN groups g ON g.seq = u.group_seq "
+              "WHERE f.face_token = ? AND g.deleting_until IS NULL LIMIT 1",
+    }
+
+    def _image_bytes(self, image: Image, kind: str) -> bytes:
         try:
             if kind == "BASE64":
-                data = decode_base64_image(image.value)
-            else:
-                data = fetch_url_image(image.value, timeout=self._url_timeout, max_bytes=self._url_max_bytes)
+                return decode_base64_image(image.value)
+            return fetch_url_image(image.value, timeout=self._url_timeout, max_bytes=self._url_max_bytes)
         except ImageProblem as problem:
             log.debug("image refused (%s): %s", problem.code, problem.detail)
             raise _fail(problem.code) from None
-        return local_face_token(data)
 
     def _accept_image(self, image: Image | None, quality_control: str | None, liveness_control: str | None) -> str:
         quality = _control(quality_control, 222019)
@@ -389,22 +418,24 @@ class LocalLibrary:
         self._check_face_call(group_id, user_id, image, user_info)
         face_token = self._accept_image(image, quality_control, liveness_control)
         with self._write() as conn:
-            group_seq = self._existing_group(conn, group_id)
+            group_seq = self._group_for_add(conn, group_id)
             user_seq = self._user_seq(conn, group_seq, user_id)
             if user_seq is None:
+                self._refuse_face_on_other_user(conn, group_seq, None, face_token)
                 user_seq = conn.execute("INSERT INTO users (group_seq, user_id, user_info) VALUES (?, ?, ?)",
                                         (group_seq, user_id, user_info or "")).lastrowid
             else:
                 if conn.execute("SELECT 1 FROM faces WHERE user_seq = ? AND face_token = ?",
                                 (user_seq, face_token)).fetchone():
                     raise _fail(223105)
+                self._refuse_face_on_other_user(conn, group_seq, user_seq, face_token)
                 if self.max_faces_per_user is not None:
                     count = conn.execute("SELECT count(*) FROM faces WHERE user_seq = ?", (user_seq,)).fetchone()[0]
                     if count >= self.max_faces_per_user:
                         raise _fail(FACE_CAP_CODE, f"user already has {count} faces, the cap is "
                                                    f"{self.max_faces_per_user}")
-                if user_info is not None:
-                    conn.execute("UPDATE users SET user_info = ? WHERE seq = ?", (user_info, user_seq))
+                if user_info is not None or self.unknowns.add_without_info_clears:
+                    conn.execute("UPDATE users SET user_info = ? WHERE seq = ?", (user_info or "", user_seq))
             self._insert_face(conn, user_seq, face_token)
         return AddedFace(face_token, location_for(face_token), _new_log_id())
 
@@ -416,9 +447,10 @@ class LocalLibrary:
         with self._write() as conn:
             group_seq = self._existing_group(conn, group_id)
             user_seq = self._existing_user(conn, group_seq, user_id)
+            self._refuse_face_on_other_user(conn, group_seq, user_seq, face_token)
             conn.execute("DELETE FROM faces WHERE user_seq = ?", (user_seq,))
-            if user_info is not None:
-                conn.execute("UPDATE users SET user_info = ? WHERE seq = ?", (user_info, user_seq))
+            if user_info is not None or self.unknowns.update_without_info_clears:
+                conn.execute("UPDATE users SET user_info = ? WHERE seq = ?", (user_info or "", user_seq))
             self._insert_face(conn, user_seq, face_token)
         return AddedFace(face_token, location_for(face_token), _new_log_id())
 
@@ -431,6 +463,33 @@ class LocalLibrary:
         _check_group_id(group_id)
         _check_user_id(user_id)
         _check_user_info(user_info)
+
+    def _group_for_add(self, conn: sqlite3.Connection, group_id: str) -> int:
+        """The group a face is added to: 223100 while it is being deleted in the background, and when it
+        is missing unless the harsh variant creates it on the fly."""
+        row = conn.execute("SELECT seq, deleting_until FROM groups WHERE group_id = ?", (group_id,)).fetchone()
+        if row is not None and row[1] is None:
+            return row[0]
+        if row is not None:
+            now = self._clock()
+            if row[1] > now:
+                raise _fail(GROUP_BEING_DELETED_ADD_CODE, f"group {group_id} is being deleted in the background, "
+                                                          f"about {max(1, round(row[1] - now))} s left")
+            self._purge(conn, now)
+        if not self.unknowns.add_creates_group:
+            raise _fail(223100)
+        return conn.execute("INSERT INTO groups (group_id) VALUES (?)", (group_id,)).lastrowid
+
+    def _refuse_face_on_other_user(self, conn: sqlite3.Connection, group_seq: int, user_seq: int | None,
+                                   face_token: str) -> None:
+        """Harsh: one face belongs to at most one user of a group (223105 names the user holding it)."""
+        if not self.unknowns.face_once_per_group:
+            return
+        holder = conn.execute("SELECT u.user_id FROM faces f JOIN users u ON u.seq = f.user_seq "
+                              "WHERE u.group_seq = ? AND f.face_token = ? AND u.seq IS NOT ? LIMIT 1",
+                              (group_seq, face_token, user_seq)).fetchone()
+        if holder:
+            raise _fail(FACE_ON_OTHER_USER_CODE, f"this face is on user {holder[0]} of this group")
 
     def _insert_face(self, conn: sqlite3.Connection, user_seq: int, face_token: str) -> None:
         conn.execute("INSERT INTO faces (user_seq, face_token, ctime) VALUES (?, ?, ?)",
@@ -486,7 +545,7 @@ class LocalLibrary:
     def group_getusers(self, group_id: str, start: int = 0, length: int = DEFAULT_PAGE_LENGTH) -> IdPage:
         _require(("group_id", group_id))
         _check_group_id(group_id)
-        first, count = _page(start, length)
+        first, count = _page(start, length, clamp=self.unknowns.clamp_page_length)
         with self._read() as conn:
             group_seq = self._existing_group(conn, group_id)
             rows = conn.execute("SELECT user_id FROM users WHERE group_seq = ? ORDER BY seq LIMIT ? OFFSET ?",
@@ -508,6 +567,8 @@ class LocalLibrary:
                 raise _fail(223103)
             if self._user_seq(conn, dst_seq, user_id) is not None:
                 raise _fail(223102)
+            for (face_token,) in conn.execute("SELECT face_token FROM faces WHERE user_seq = ?", (row[0],)).fetchall():
+                self._refuse_face_on_other_user(conn, dst_seq, None, face_token)
             copy_seq = conn.execute("INSERT INTO users (group_seq, user_id, user_info) VALUES (?, ?, ?)",
                                     (dst_seq, user_id, row[1])).lastrowid
             conn.execute("INSERT INTO faces (user_seq, face_token, ctime) "
@@ -545,8 +606,10 @@ class LocalLibrary:
             if row is not None:
                 if row[0] is None:
                     raise _fail(223101)
-                raise _fail(222901, f"group {group_id} is being deleted in the background, "
-                                    f"about {max(1, round(row[0] - now))} s left")
+                code = (GROUP_BEING_DELETED_RECREATE_HARSH_CODE if self.unknowns.recreate_refused_while_deleting
+                        else GROUP_BEING_DELETED_RECREATE_CODE)
+                raise _fail(code, f"group {group_id} is being deleted in the background, "
+                                  f"about {max(1, round(row[0] - now))} s left")
             conn.execute("INSERT INTO groups (group_id) VALUES (?)", (group_id,))
         return Ack(_new_log_id())
 
@@ -571,7 +634,7 @@ class LocalLibrary:
 
     @_translate_db_errors
     def group_getlist(self, start: int = 0, length: int = DEFAULT_PAGE_LENGTH) -> IdPage:
-        first, count = _page(start, length)
+        first, count = _page(start, length, clamp=self.unknowns.clamp_page_length)
         with self._read() as conn:
             rows = conn.execute("SELECT group_id FROM groups WHERE deleting_until IS NULL "
                                 "ORDER BY seq LIMIT ? OFFSET ?", (count, first)).fetchall()
@@ -580,7 +643,7 @@ class LocalLibrary:
     @_translate_db_errors
     def detect(self, image: Image) -> Detection:
         """One face per accepted image; its token becomes usable as a FACE_TOKEN image."""
-        face_token = self._resolve_image(image)
+        face_token = self._resolve_image(image, detecting=True)
         with self._write() as conn:
             conn.execute("INSERT OR IGNORE INTO known_tokens (face_token) VALUES (?)", (face_token,))
         return Detection((DetectedFace(face_token, location_for(face_token), 1.0),), _new_log_id())
