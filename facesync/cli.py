@@ -16,7 +16,7 @@ from facesync import __version__, logs
 from facesync.errors import EXIT_ERROR, FacesyncError
 
 # command name -> module in facesync.commands that defines ``command`` (a click.Command)
-COMMANDS = ("validate", "plan", "apply", "export", "snapshot", "serve", "completion")
+COMMANDS = ("validate", "validate-changed", "plan", "apply", "export", "snapshot", "serve", "completion")
 
 
 class _Commands(click.Group):
@@ -32,9 +32,9 @@ class _Commands(click.Group):
     @staticmethod
     def _module(name):
         try:
-            return importlib.import_module(f"facesync.commands.{name}")
+            return importlib.import_module(f"facesync.commands.{name.replace('-', '_')}")
         except ModuleNotFoundError as missing:
-            if missing.name == f"facesync.commands.{name}":
+            if missing.name == f"facesync.commands.{name.replace('-', '_')}":
                 return None
             raise
 

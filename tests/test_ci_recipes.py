@@ -221,7 +221,6 @@ def test_github_workflow_names_the_baidu_secrets_and_pins_the_install(path):
 
     for secret in ("BAIDU_API_KEY", "BAIDU_SECRET_KEY", "BAIDU_APP_ID"):
         assert f"secrets.{secret}" in text, f"{path.name} does not pass {secret}"
-    assert re.search(r"FACESYNC_PIP_SPEC: facesync==\d+\.\d+\.\d+", text)
     assert 'pip install "$FACESYNC_PIP_SPEC"' in text
 
 
@@ -235,8 +234,9 @@ def test_the_workflows_do_what_the_issue_asks():
     assert ["main"] == github_on(apply)["push"]["branches"]
     assert apply["concurrency"] == {"group": "facesync-apply", "cancel-in-progress": False}
     assert "schedule" in github_on(drift)
-    assert apply["permissions"]["contents"] == plan["permissions"]["contents"] == "read"
-    assert drift["permissions"]["issues"] == "write"
+    assert plan["permissions"] == apply["permissions"] == drift["permissions"] == {}  # each job asks for its own
+    assert apply["jobs"]["apply"]["permissions"]["contents"] == plan["jobs"]["plan"]["permissions"]["contents"] == "read"
+    assert drift["jobs"]["drift"]["permissions"] == {"contents": "read", "issues": "write"}
     comment = load(ROOT / "examples" / "ci" / "github" / "facesync-plan-comment.yml")
     assert github_on(comment)["workflow_run"]["workflows"] == [plan["name"]]
     assert "secrets." not in (ROOT / "examples" / "ci" / "github" / "facesync-plan-comment.yml").read_text()
@@ -275,17 +275,148 @@ def test_command_line_matches_the_cli(where, args):
     assert problems_in(args) == [], f"{where}: facesync {' '.join(args)}"
 
 
+# ---- the linters that the recipes' users run: shellcheck, zizmor, the GitHub and GitLab schemas -----
+
+def tool(name: str) -> str:
+    """A linter of the test extra, from this interpreter's environment first (no network, no download)."""
+    found = shutil.which(name, path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    assert found, f"{name} is not installed: pip install -e '.[test]'"
+    return found
+
+
+def run_tool(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key not in ("GH_TOKEN", "GITHUB_TOKEN")}
+    return subprocess.run(argv, check=False, cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
+
+
+def recipe_shell_scripts() -> Iterator[tuple[str, str]]:
+    """(name, bash script) of every GitHub ``run:`` step and of every GitLab job (before_script + script)."""
+    for path in GITHUB:
+        for job_name, job in load(path)["jobs"].items():
+            for number, step in enumerate(job["steps"]):
+                if "run" in step:  # an expression left in run: would be zizmor's finding, not shellcheck's
+                    yield f"{path.stem}-{job_name}-{number}", re.sub(r"\$\{\{.*?\}\}", "EXPR", step["run"])
+    pipeline = load(GITLAB)
+    default = pipeline.get("default", {})
+    for name, job in pipeline.items():
+        if name not in GITLAB_KEYWORDS and isinstance(job, dict):
+            lines = [*job.get("before_script", default.get("before_script", [])), *job["script"]]
+            yield f"gitlab-{name.replace(':', '-')}", "\n".join(lines)
+
+
+def test_recipe_scripts_pass_shellcheck(tmp_path):
+    files = []
+    for name, script in recipe_shell_scripts():
+        files.append(tmp_path / f"{name}.sh")
+        files[-1].write_text("#!/usr/bin/env bash\n" + script + "\n")  # GitHub's and GitLab's shell is bash
+    assert len(files) >= 10
+
+    checked = run_tool(tool("shellcheck"), "--shell=bash", "--severity=style", *map(str, files))
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_github_workflows_pass_zizmor():
+    audited = run_tool(tool("zizmor"), "--offline", "--no-progress", "--format", "plain",
+                       *(str(path.relative_to(ROOT)) for path in GITHUB))
+
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+    assert "No findings" in audited.stdout + audited.stderr
+
+
+def test_every_action_is_pinned_by_commit():
+    for path in GITHUB:
+        for job in load(path)["jobs"].values():
+            for step in job["steps"]:
+                if "uses" in step:
+                    assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), f"{path.name}: {step['uses']}"
+        for line in path.read_text().splitlines():
+            if "uses: " in line:
+                assert re.search(r"@[0-9a-f]{40}  # v\d+\.\d+\.\d+$", line), f"{path.name}: say the version: {line}"
+
+
+@pytest.mark.parametrize("schema, paths", [("vendor.github-workflows", GITHUB), ("vendor.gitlab-ci", [GITLAB])],
+                         ids=["github", "gitlab"])
+def test_recipes_follow_the_ci_schema(schema, paths):
+    checked = run_tool(tool("check-jsonschema"), "--builtin-schema", schema, *map(str, paths))
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_linters_catch_what_the_recipes_avoid(tmp_path):
+    """The checks above can fail: an unquoted variable, an unpinned action and a bad key are found."""
+    (tmp_path / "unquoted.sh").write_text('#!/usr/bin/env bash\ngit ls-tree -r HEAD -- $FACESYNC_PATHS\n')
+    workflow = tmp_path / "bad.yml"
+    workflow.write_text("on: push\npermissions: {}\njobs:\n  j:\n    runs-on: ubuntu-latest\n    steps:\n"
+                        "      - uses: actions/checkout@v4\n        with: {persist-credentials: false}\n"
+                        "      - run: echo ${{ github.event.head_commit.message }}\n")
+    (tmp_path / "bad-gitlab.yml").write_text("job:\n  scripts: [echo]\n")
+
+    assert "SC2086" in run_tool(tool("shellcheck"), str(tmp_path / "unquoted.sh")).stdout
+    zizmor = run_tool(tool("zizmor"), "--offline", "--no-progress", "--format", "plain", str(workflow))
+    assert "unpinned-uses" in zizmor.stdout and "template-injection" in zizmor.stdout
+    assert run_tool(tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci",
+                    str(tmp_path / "bad-gitlab.yml")).returncode == 1
+
+
+# ---- how facesync is installed: one variable, one distribution name, no placeholder -----------------
+
+def pip_specs() -> dict[str, str]:
+    specs = {path.name: load(path).get("env", {}).get("FACESYNC_PIP_SPEC") for path in GITHUB}
+    specs[GITLAB.name] = load(GITLAB)["variables"]["FACESYNC_PIP_SPEC"]
+    return {where: spec for where, spec in specs.items() if spec is not None}
+
+
+def readme_pre_commit_config() -> dict:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```yaml\n# \.pre-commit-config\.yaml\n(.*?)```", readme, re.S)
+    assert block, "the README shows a .pre-commit-config.yaml"
+    return yaml.safe_load(block.group(1))
+
+
+def test_every_recipe_installs_the_same_pinned_distribution():
+    from packaging.requirements import Requirement
+
+    specs = pip_specs()
+    name = re.search(r'^name = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    [hook] = [hook for repo in readme_pre_commit_config()["repos"] for hook in repo["hooks"]]
+
+    assert set(specs) == {"facesync-plan.yml", "facesync-apply.yml", "facesync-drift.yml", ".gitlab-ci.yml"}
+    assert len(set(specs.values())) == 1, specs
+    spec = Requirement(next(iter(specs.values())))
+    assert spec.name == name == "baidu-facesync"  # "facesync" on the index is another project
+    assert str(spec.specifier).startswith("==") or (spec.url or "").count("@") == 1  # a version or a tag
+    assert hook["additional_dependencies"] == [str(spec)]  # the pre-commit example installs the same
+    assert f'pip install "{spec}"' in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_no_placeholder_is_left_to_edit():
+    for path in [*GITHUB, GITLAB, HOOKS, ROOT / "README.md", ROOT / "examples" / "ci" / "README.md"]:
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"\bOWNER\b|HOST/|<your|CHANGE ?ME|TODO", text), path.name
+
+
 # ---- the pre-commit hook -------------------------------------------------------------------------
 
-def test_pre_commit_hook_declares_what_pre_commit_needs():
-    hooks = {hook["id"]: hook for hook in load(HOOKS)}
-    hook = hooks["facesync-validate"]
+def test_pre_commit_hook_sees_every_file_and_lets_facesync_choose():
+    hook = next(hook for hook in load(HOOKS) if hook["id"] == "facesync-validate")
 
-    assert hook["language"] == "python"
-    assert hook["pass_filenames"] is True
-    matches = re.compile(hook["files"]).search
-    assert matches("faceset.yaml") and matches("teams/faceset-prod.yml")
-    assert not matches("faceset.json") and not matches("docs/other.yaml")
+    assert hook["language"] == "python"  # pre-commit installs facesync once, in its own environment
+    assert hook["pass_filenames"] is True and hook["require_serial"] is True and hook["always_run"] is True
+    assert "files" not in hook and "types" not in hook  # a photo or a fragment must reach facesync too
+    assert hook["entry"] == "facesync validate-changed"
+
+
+def test_a_manifest_is_affected_by_any_file_in_its_folder():
+    from facesync.affected import affected_manifests
+
+    manifests = ["faceset.yaml", "prod/faceset.yaml", "prod/eu/faceset-eu.yml"]
+
+    assert affected_manifests(manifests, ["prod/teams/sales.yaml"]) == ["faceset.yaml", "prod/faceset.yaml"]
+    assert affected_manifests(manifests, ["prod/eu/faces/ana.png"]) == manifests
+    assert affected_manifests(manifests[1:], ["docs/readme.md", "production/x.png"]) == []
+    assert affected_manifests(manifests[1:], ["./prod/eu/../faceset.yaml"]) == ["prod/faceset.yaml"]
+    assert affected_manifests(["faceset.yaml"], ["../elsewhere.png"]) == []
 
 
 def run_hook(files: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -316,6 +447,88 @@ def test_pre_commit_hook_validates_every_file_it_is_given(tmp_path):
     assert "manifest OK" in together.stdout  # the good one between them was still checked
     assert "faceset-broken.yaml:3" in together.stderr and "faceset-unknown-key.yaml" in together.stderr
     assert "Traceback" not in together.stderr
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], check=True, cwd=cwd, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+                               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"})
+    return done.stdout
+
+
+def this_working_tree_as_a_repository(where: Path) -> Path:
+    """facesync's files as they are now (committed or not), committed in a clean repository, so that
+    pre-commit keys its environment on one revision and installs facesync once for all the runs."""
+    files = git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file():
+            (where / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, where / name)
+    git(where, "init", "-q")
+    git(where, "add", "-A")
+    git(where, "commit", "-q", "-m", "facesync")
+    return where
+
+
+def test_pre_commit_validates_a_manifest_when_its_fragment_or_photo_changes(tmp_path):
+    """pre-commit itself (try-repo) on a repository holding a manifest with includes and photos."""
+    hooks = this_working_tree_as_a_repository(tmp_path / "facesync")
+    repo = tmp_path / "faces-repo"
+    shutil.copytree(ROOT / "examples" / "company", repo / "library")
+    (repo / "docs").mkdir()
+    (repo / "docs" / "notes.md").write_text("notes\n")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "library")
+    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home"), "PRE_COMMIT_COLOR": "never",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def pre_commit(*args: str) -> subprocess.CompletedProcess:  # on the staged files, as `git commit` runs it
+        return subprocess.run([tool("pre-commit"), *args, "--verbose"], check=False, cwd=repo,
+                              capture_output=True, text=True, timeout=600, env=env)
+
+    def commit_check() -> subprocess.CompletedProcess:
+        """try-repo installs facesync into a new store on every call; `run` with the same revision reuses
+        one environment, so facesync is installed twice in all, not once per check."""
+        return pre_commit("run", "--config", str(config))
+
+    (repo / "docs" / "notes.md").write_text("other notes\n")
+    git(repo, "add", "docs/notes.md")
+    unrelated = pre_commit("try-repo", str(hooks), "facesync-validate")
+    config = tmp_path / "pre-commit-config.yaml"
+    config.write_text(yaml.safe_dump({"repos": [{"repo": str(hooks), "rev": git(hooks, "rev-parse", "HEAD").strip(),
+                                                 "hooks": [{"id": "facesync-validate"}]}]}))
+    assert unrelated.returncode == 0, unrelated.stdout + unrelated.stderr
+    assert "manifest OK" not in unrelated.stdout  # nothing in the manifest's folder changed: not validated
+    git(repo, "commit", "-q", "-m", "notes")
+
+    fragment = repo / "library" / "teams" / "sales.yaml"
+    fragment.write_text(fragment.read_text().replace("images:", "imgs:", 1))
+    git(repo, "add", "-A")
+    broken_fragment = commit_check()
+    assert broken_fragment.returncode == 1, broken_fragment.stdout
+    assert "teams/sales.yaml" in broken_fragment.stdout and "unknown key 'imgs'" in broken_fragment.stdout
+    git(repo, "checkout", "HEAD", "--", ".")
+
+    (repo / "library" / "faces" / "ken.png").write_bytes(b"GIF89a" + bytes(64))  # a photo the manifest names
+    git(repo, "add", "-A")
+    broken_photo = commit_check()
+    assert broken_photo.returncode == 1, broken_photo.stdout
+    assert "ken.png" in broken_photo.stdout and "GIF" in broken_photo.stdout
+    git(repo, "checkout", "HEAD", "--", ".")
+
+    git(repo, "rm", "-q", "library/faces/oscar.png")  # only a deletion is staged
+    deleted_photo = commit_check()
+    assert deleted_photo.returncode == 1, deleted_photo.stdout
+    assert "oscar.png" in deleted_photo.stdout
+    git(repo, "reset", "-q", "--hard")
+
+    (repo / "library" / "faces" / "mike.png").write_bytes((repo / "library" / "faces" / "ken.png").read_bytes())
+    git(repo, "add", "-A")
+    good_photo = commit_check()
+    assert good_photo.returncode == 0, good_photo.stdout + good_photo.stderr
+    assert "manifest OK: 3 groups" in good_photo.stdout
 
 
 # ---- the GitLab helper, against a small stand-in for GitLab's notes and issues API -----------------
