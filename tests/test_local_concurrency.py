@@ -82,7 +82,15 @@ def test_threads_adding_and_deleting_leave_a_consistent_library(library):
     assert_consistent(library)
 
 
-def test_threads_lose_no_add(library):
+@pytest.fixture
+def uncapped(tmp_path):
+    """A library without the 20-faces cap: these tests pile hundreds of concurrent adds on one user."""
+    with LocalLibrary(str(tmp_path / "uncapped.db"), max_faces_per_user=None) as library:
+        yield library
+
+
+def test_threads_lose_no_add(uncapped):
+    library = uncapped
     library.group_add("g")
 
     def add(worker: int) -> None:
@@ -121,7 +129,7 @@ def test_concurrent_group_add_has_one_winner(library):
 
 
 def _process_writer(path: str, worker: int, count: int) -> None:
-    with LocalLibrary(path) as library:
+    with LocalLibrary(path, max_faces_per_user=None) as library:
         for n in range(count):
             library.user_add("g", "shared", Image.from_bytes(png(worker * 10_000 + n)))
             library.user_add("g", f"p{worker}", Image.from_bytes(png(worker * 10_000 + n)))

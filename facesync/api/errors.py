@@ -150,6 +150,7 @@ ERROR_CODES: dict[int, tuple[type[FaceApiError], str]] = {
 
 # Cases the contract documents but Baidu publishes no code for: the codes the local library answers with
 # (ASSUMPTION each; `facesync doctor` observes the real ones on a user's own app).
+ACTION_TYPE_CODE = 222001  # an action_type other than APPEND/REPLACE (add) or UPDATE/REPLACE (update)
 FACE_CAP_CODE = 222208  # a user already has the most faces allowed in a group: "the number of image is incorrect"
 FACE_ON_OTHER_USER_CODE = 223105  # harsh: the face is already on another user of the group
 GROUP_BEING_DELETED_ADD_CODE = 223100  # a face added to a group id still being deleted in the background

@@ -18,6 +18,7 @@ from facesync import logs
 from facesync.errors import ConfigError
 from facesync.local.faults import FaultInjector, image_check_for, load_faults
 from facesync.local.server import DEFAULT_TOKEN_TTL, FaceApi, FaceServer, ServerSettings
+from facesync.local.store import BACKGROUND_DELETE_RATE, MAX_FACES_PER_USER, LocalLibrary
 from facesync.local.unknowns import CHOICES, ENV_VAR, LENIENT
 
 DEFAULT_DB = ".facesync/library.db"
@@ -49,16 +50,22 @@ DEFAULT_APP_ID = "10000001"
               help=f"App id inside access tokens [env BAIDU_APP_ID; default {DEFAULT_APP_ID}].")
 @click.option("--token-ttl", type=click.IntRange(min=1), default=DEFAULT_TOKEN_TTL, show_default=True,
               metavar="SECONDS", help="Lifetime of access tokens; after it calls get error 111.")
-@click.option("--max-faces-per-user", type=click.IntRange(min=1), default=None,
-              help="Refuse more faces per user (Baidu's current cap is 20; default: none).")
-@click.option("--background-group-delete", is_flag=True,
-              help="Delete groups of over 500 faces in the background at about 20 faces/s, as Baidu does.")
+@click.option("--max-faces-per-user", type=click.IntRange(min=0), default=MAX_FACES_PER_USER, show_default=True,
+              metavar="N", help="Refuse a user's next face in a group beyond N (Baidu's cap); 0: no cap.")
+@click.option("--background-group-delete/--no-background-group-delete", default=True, show_default=True,
+              help="Delete groups of over 500 faces in the background, as Baidu does: meanwhile the id takes "
+                   "no faces and cannot be re-created.")
+@click.option("--group-delete-rate", type=click.FloatRange(min=0, min_open=True), default=BACKGROUND_DELETE_RATE,
+              show_default=True, metavar="FACES_PER_S", help="Speed of background group deletion.")
+@click.option("--loose-user-id-limits", is_flag=True,
+              help="Take 128-byte user_ids on every endpoint (Baidu: 48 on all but user/add).")
 @click.option("--unknowns", type=click.Choice(CHOICES), envvar=ENV_VAR, default=LENIENT, show_default=True,
               help="How to answer where Baidu's docs are silent: the kind answer, or the one most dangerous "
                    f"for a client [env {ENV_VAR}].")
 def command(db: str, host: str, port: int, qps: int | None, latency_ms: int, faults_file: str | None,
             journal_file: str | None, api_key: str, secret_key: str, app_id: str, token_ttl: int,
-            max_faces_per_user: int | None, background_group_delete: bool, unknowns: str) -> int:
+            max_faces_per_user: int, background_group_delete: bool, group_delete_rate: float,
+            loose_user_id_limits: bool, unknowns: str) -> int:
     """Serve a local face library over Baidu's Face V3 HTTP protocol.
 
     \b
@@ -76,8 +83,9 @@ def command(db: str, host: str, port: int, qps: int | None, latency_ms: int, fau
     faults = load_faults(faults_file) if faults_file else None
     settings = ServerSettings(api_key=api_key, secret_key=secret_key, app_id=app_id, token_ttl=token_ttl,
                               qps=qps, latency_ms=latency_ms, journal_path=journal_file)
-    library = _open_library(db, max_faces_per_user=max_faces_per_user,
-                            background_group_delete=background_group_delete, unknowns=unknowns,
+    library = _open_library(db, max_faces_per_user=max_faces_per_user or None, unknowns=unknowns,
+                            background_group_delete=background_group_delete, group_delete_rate=group_delete_rate,
+                            user_id_limits_per_endpoint=not loose_user_id_limits,
                             image_check=image_check_for(faults) if faults else None)
     try:
         api = FaceApi(library, settings, FaultInjector(faults) if faults else None)
@@ -93,9 +101,7 @@ def command(db: str, host: str, port: int, qps: int | None, latency_ms: int, fau
     return 0
 
 
-def _open_library(db: str, **options):
-    from facesync.local.store import LocalLibrary
-
+def _open_library(db: str, **options) -> LocalLibrary:
     Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
     return LocalLibrary(db, **options)
 

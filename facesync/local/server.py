@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from facesync.api.errors import FaceApiError, error_for, message_for
+from facesync.api.errors import ACTION_TYPE_CODE, FaceApiError, error_for, message_for
 from facesync.api.protocol import (
     Ack,
     AddedFace,
@@ -266,15 +266,16 @@ def _last_seq(path: Path) -> int:
 
 # ---- parameters and results of the face endpoints ---------------------------------------------------
 
-_FORMAT_CODES = {"group_id": 222006, "src_group_id": 222006, "dst_group_id": 222006, "user_id": 222018,
+_FORMAT_CODES = {"action_type": ACTION_TYPE_CODE, "group_id": 222006, "src_group_id": 222006, "dst_group_id": 222006, "user_id": 222018,
                  "user_info": 222010, "image": 222013, "image_type": 222015, "quality_control": 222019,
                  "liveness_control": 222020, "face_token": 222025, "start": 222002, "length": 222003}
 
 # endpoint -> the parameters the journal keeps (never image, never access_token)
 _JOURNALED_PARAMS = {
-    "faceset/user/add": ("group_id", "user_id", "user_info", "image_type", "quality_control", "liveness_control"),
+    "faceset/user/add": ("group_id", "user_id", "user_info", "image_type", "quality_control", "liveness_control",
+                         "action_type"),
     "faceset/user/update": ("group_id", "user_id", "user_info", "image_type", "quality_control",
-                            "liveness_control"),
+                            "liveness_control", "action_type"),
     "faceset/face/delete": ("group_id", "user_id", "face_token"),
     "faceset/user/copy": ("user_id", "src_group_id", "dst_group_id"),
     "faceset/user/delete": ("group_id", "user_id"),
@@ -362,10 +363,12 @@ Handler = tuple[Callable[[FaceLibrary, Params], Any], Callable[[Any], dict | Non
 HANDLERS: dict[str, Handler] = {
     "faceset/user/add": (lambda lib, p: lib.user_add(
         p.text("group_id"), p.text("user_id"), p.image(), user_info=p.text("user_info"),
-        quality_control=p.option("quality_control"), liveness_control=p.option("liveness_control")), _added),
+        quality_control=p.option("quality_control"), liveness_control=p.option("liveness_control"),
+        action_type=p.text("action_type")), _added),
     "faceset/user/update": (lambda lib, p: lib.user_update(
         p.text("group_id"), p.text("user_id"), p.image(), user_info=p.text("user_info"),
-        quality_control=p.option("quality_control"), liveness_control=p.option("liveness_control")), _added),
+        quality_control=p.option("quality_control"), liveness_control=p.option("liveness_control"),
+        action_type=p.text("action_type")), _added),
     "faceset/face/delete": (lambda lib, p: lib.face_delete(
         p.text("group_id"), p.text("user_id"), p.text("face_token")), _null),
     "faceset/user/get": (lambda lib, p: lib.user_get(p.text("group_id"), p.text("user_id")), _user_list),

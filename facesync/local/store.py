@@ -11,28 +11,35 @@ the quality/liveness hook, then the library's state (223xxx) inside the transact
 Baidu's own (``errors.message_for``); only the two cases Baidu has no answer for (the face cap, a group
 still being deleted) add a short explanation in parentheses.
 
-Where the contract is silent, this library chooses:
+Where the contract is silent, this library chooses (the behaviours of the contract's UNKNOWN table are
+switches of ``unknowns.Unknowns``, lenient by default; the codes Baidu publishes none for are in
+``api/errors.py``):
 - ``None`` and ``""`` are a missing required parameter (222001). For the optional ``user_info``, ``None``
-  means "not given" (kept) and ``""`` sets it to empty; ``quality_control``/``liveness_control`` of
-  ``None`` or ``""`` mean NONE.
-- user_id format errors are 222018 on every endpoint (222007 "uid" belongs to older endpoints).
+  means "not given" (kept, or cleared under harsh unknowns) and ``""`` sets it to empty;
+  ``quality_control``/``liveness_control``/``action_type`` of ``None`` or ``""`` mean the default.
+- user_id format errors are 222018 on every endpoint (222007 "uid" belongs to older endpoints); user/add
+  takes 128 bytes, every other endpoint 48 (the seed's limits), unless ``user_id_limits_per_endpoint``
+  is off.
 - BASE64 text over 2 MB is 222013 (the parameter is too long whatever it holds); text that is not base64
   and bytes that are not PNG/JPEG/BMP are 222203. A FACE_TOKEN image or ``face_token`` parameter that is
-  not 32 lowercase hex characters is 222025; a well-formed but unknown one is 222209. Tokens stay known
-  after their faces are deleted.
+  not 32 lowercase hex characters is 222025; a well-formed but unknown one is 222209. Lenient: tokens
+  stay usable after their faces are deleted; harsh: only while a face of a live group holds them.
 - user/get on a named group that does not exist answers 223103 (the contract lists only 223103 for it);
   user/get and user/delete with ``@ALL`` answer 223103 when the user is in no group.
-- The face cap (``max_faces_per_user``) refuses the add with 222208 "the number of image is incorrect",
-  a permanent input error: retrying cannot help, the user already has as many faces as allowed.
-- ``length`` must be 1..1000 and ``start`` ≥ 0 (integers or digit strings), else 222003 / 222002.
+- The face cap (20 by default) refuses the add with ``FACE_CAP_CODE`` (222208 "the number of image is
+  incorrect"), a permanent input error: retrying cannot help. REPLACE adds and updates leave one face.
+- ``length`` must be 1..1000 (harsh: larger is served as 1000) and ``start`` ≥ 0 (integers or digit
+  strings), else 222003 / 222002.
 - user/copy keeps each face's original ctime; the copy shares nothing with its source afterwards.
-- user/update replaces every face with the one image (ctime now), even when that image was already on
-  the user.
-- Background group deletion (``background_group_delete=True``, groups of more than 500 faces) is lazy:
-  the group disappears at once from every read (getlist, getusers, user/get, face/getlist: 223100 or
-  223103 as for a deleted group), adds and copies into it answer 223100 / 223111, a second group/delete
-  answers 223100, and group/add of the same id answers 222901 "system busy" (retryable) until
-  ``faces / 20`` seconds have passed; then the rows are purged and the id is free again.
+- user/update (and a REPLACE add) replaces every face with the one image (ctime now), even when that
+  image was already on the user.
+- Background group deletion (on by default; groups of more than 500 faces) is lazy: the group
+  disappears at once from every read (getlist, getusers, user/get, face/getlist: 223100 or 223103 as for
+  a deleted group), copies into it answer 223111, a second group/delete answers 223100, adds to that id
+  answer ``GROUP_BEING_DELETED_ADD_CODE`` (223100, even where harsh unknowns would create a missing
+  group), and group/add of the id answers 222901 "system busy" (retryable; harsh: 223101 "already
+  exists") until ``faces / group_delete_rate`` seconds have passed; then the rows are purged and the id
+  is free again.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from facesync.api.errors import (
+    ACTION_TYPE_CODE,
     FACE_CAP_CODE,
     FACE_ON_OTHER_USER_CODE,
     GROUP_BEING_DELETED_ADD_CODE,
@@ -80,18 +88,30 @@ from facesync.local.images import ImageProblem, decode_base64_image, fetch_url_i
 from facesync.local.unknowns import LENIENT, Unknowns
 
 GROUP_ID_MAX_BYTES = 48
-USER_ID_MAX_BYTES = 128
+USER_ID_MAX_BYTES_ON_ADD = 128  # user/add takes 128 bytes; every other endpoint with a user_id takes 48
+USER_ID_MAX_BYTES = 48
 USER_INFO_MAX_BYTES = 256
 DEFAULT_PAGE_LENGTH = 100
+MAX_FACES_PER_USER = 20  # in one group: "组内每个uid下的人脸图片数目上限为20张"
 BACKGROUND_DELETE_THRESHOLD = 500  # faces; larger groups are deleted in the background
 BACKGROUND_DELETE_RATE = 20.0  # faces per second
 CONTROL_LEVELS = ("NONE", "LOW", "NORMAL", "HIGH")
 IMAGE_TYPES = ("BASE64", "URL", "FACE_TOKEN")
+ADD_ACTIONS = ("APPEND", "REPLACE")  # user/add's action_type; APPEND is the default
+UPDATE_ACTIONS = ("UPDATE", "REPLACE")  # user/update's action_type; UPDATE is the default
 MAX_IDLE_CONNECTIONS = 16
 
 _ID_CHARS = re.compile(r"[A-Za-z0-9_]+\Z")
 _FACE_TOKEN = re.compile(r"[0-9a-f]{32}\Z")
 _DIGITS = re.compile(r"[0-9]+\Z")
+
+# A FACE_TOKEN image is usable once the library has seen the token (lenient), or only while a face of a
+# live group holds it (harsh: Baidu's private deployment says a token needs a stored feature).
+_USABLE_TOKEN_SQL = {
+    False: "SELECT 1 FROM known_tokens WHERE face_token = ?",
+    True: "SELECT 1 FROM faces f JOIN users u ON u.seq = f.user_seq JOIN groups g ON g.seq = u.group_seq "
+          "WHERE f.face_token = ? AND g.deleting_until IS NULL LIMIT 1",
+}
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +190,18 @@ def _check_group_id(value: str, *, allow_all: bool = False) -> None:
     _check_id(value, GROUP_ID_MAX_BYTES, 222006, allow_all=allow_all)
 
 
-def _check_user_id(value: str) -> None:
-    _check_id(value, USER_ID_MAX_BYTES, 222018)
+def _check_user_id(value: str, max_bytes: int) -> None:
+    _check_id(value, max_bytes, 222018)
+
+
+def _action(value: str | None, choices: tuple[str, ...]) -> str:
+    """The action_type asked for (the first choice when none is given); anything else is refused."""
+    if _missing(value):
+        return choices[0]
+    if value not in choices:
+        raise error_for(ACTION_TYPE_CODE, f"param[action_type] format error (must be {' or '.join(choices)})",
+                        _new_log_id())
+    return value
 
 
 def _check_user_info(value: str | None) -> None:
@@ -220,16 +250,24 @@ def _page(start: object, length: object, *, clamp: bool) -> tuple[int, int]:
 class LocalLibrary:
     """A Baidu-compatible face library in one SQLite file; implements ``FaceLibrary``."""
 
-    def __init__(self, path: str, *, max_faces_per_user: int | None = None, background_group_delete: bool = False,
+    def __init__(self, path: str, *, unknowns: str | Unknowns = LENIENT,
+                 max_faces_per_user: int | None = MAX_FACES_PER_USER, background_group_delete: bool = True,
+                 group_delete_rate: float = BACKGROUND_DELETE_RATE, user_id_limits_per_endpoint: bool = True,
                  image_check: ImageCheck | None = None, url_timeout: float = 10.0,
-                 url_max_bytes: int = 10 * 1024 * 1024, clock: Callable[[], float] = time.time,
-                 unknowns: str | Unknowns = LENIENT):
+                 url_max_bytes: int = 10 * 1024 * 1024, clock: Callable[[], float] = time.time):
+        """The documented limits are on by default; each keyword turns one off for a test that needs it:
+        ``max_faces_per_user=None`` (no face cap), ``background_group_delete=False`` (every group goes at
+        once), ``user_id_limits_per_endpoint=False`` (128 bytes everywhere, not 48 off user/add)."""
         self.unknowns = unknowns if isinstance(unknowns, Unknowns) else Unknowns.named(unknowns)
         if max_faces_per_user is not None and max_faces_per_user < 1:
             raise ValueError("max_faces_per_user must be at least 1")
+        if group_delete_rate <= 0:
+            raise ValueError("group_delete_rate must be positive")
         self.path = os.path.abspath(path)
         self.max_faces_per_user = max_faces_per_user
         self.background_group_delete = background_group_delete
+        self.group_delete_rate = group_delete_rate
+        self._user_id_max_bytes = USER_ID_MAX_BYTES if user_id_limits_per_endpoint else USER_ID_MAX_BYTES_ON_ADD
         self._image_check = image_check
         self._url_timeout = url_timeout
         self._url_max_bytes = url_max_bytes
@@ -373,7 +411,7 @@ class LocalLibrary:
         if kind == "FACE_TOKEN":
             _check_face_token(image.value)
             with self._read() as conn:
-                usable = conn.execute(self._USABLE_TOKEN_SQL[self.unknowns.face_token_needs_live_face],
+                usable = conn.execute(_USABLE_TOKEN_SQL[self.unknowns.face_token_needs_live_face],
                                       (image.value,)).fetchone()
             if not usable:
                 raise _fail(222209)
@@ -382,14 +420,6 @@ class LocalLibrary:
         if detecting and self.unknowns.detect_token_differs:
             return detect_face_token(data)
         return local_face_token(data)
-
-    # A FACE_TOKEN image is usable once the library has seen the token (lenient), or only while a face
-    # of a live group holds it (harsh: Baidu's private deployment says tokens need a stored feature).
-    _USABLE_TOKEN_SQL = {
-        False: "SELECT 1 FROM known_tokens WHERE face_token = ?",
-        True: "SELECT 1 FROM faces f JOIN users u ON u.seq = f.user_seq JOIN groups g ON g.seq = u.group_seq "
-              "WHERE f.face_token = ? AND g.deleting_until IS NULL LIMIT 1",
-    }
 
     def _image_bytes(self, image: Image, kind: str) -> bytes:
         try:
@@ -414,55 +444,80 @@ class LocalLibrary:
 
     @_translate_db_errors
     def user_add(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
-                 quality_control: str = "NONE", liveness_control: str = "NONE") -> AddedFace:
-        self._check_face_call(group_id, user_id, image, user_info)
+                 quality_control: str = "NONE", liveness_control: str = "NONE",
+                 action_type: str | None = None) -> AddedFace:
+        """APPEND (default) adds the face; REPLACE makes it the user's only face. Both create the user."""
+        self._check_face_call(group_id, user_id, USER_ID_MAX_BYTES_ON_ADD, image, user_info)
+        action = _action(action_type, ADD_ACTIONS)
         face_token = self._accept_image(image, quality_control, liveness_control)
         with self._write() as conn:
             group_seq = self._group_for_add(conn, group_id)
             user_seq = self._user_seq(conn, group_seq, user_id)
-            if user_seq is None:
-                self._refuse_face_on_other_user(conn, group_seq, None, face_token)
-                user_seq = conn.execute("INSERT INTO users (group_seq, user_id, user_info) VALUES (?, ?, ?)",
-                                        (group_seq, user_id, user_info or "")).lastrowid
-            else:
+            if user_seq is not None and action == "APPEND":
                 if conn.execute("SELECT 1 FROM faces WHERE user_seq = ? AND face_token = ?",
                                 (user_seq, face_token)).fetchone():
                     raise _fail(223105)
                 self._refuse_face_on_other_user(conn, group_seq, user_seq, face_token)
-                if self.max_faces_per_user is not None:
-                    count = conn.execute("SELECT count(*) FROM faces WHERE user_seq = ?", (user_seq,)).fetchone()[0]
-                    if count >= self.max_faces_per_user:
-                        raise _fail(FACE_CAP_CODE, f"user already has {count} faces, the cap is "
-                                                   f"{self.max_faces_per_user}")
-                if user_info is not None or self.unknowns.add_without_info_clears:
-                    conn.execute("UPDATE users SET user_info = ? WHERE seq = ?", (user_info or "", user_seq))
+                self._refuse_beyond_cap(conn, user_seq)
+                self._set_user_info(conn, user_seq, user_info, self.unknowns.add_without_info_clears)
+            else:
+                self._refuse_face_on_other_user(conn, group_seq, user_seq, face_token)
+                user_seq = self._user_with_no_faces(conn, group_seq, user_seq, user_id, user_info,
+                                                    self.unknowns.add_without_info_clears)
             self._insert_face(conn, user_seq, face_token)
         return AddedFace(face_token, location_for(face_token), _new_log_id())
 
     @_translate_db_errors
     def user_update(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
-                    quality_control: str = "NONE", liveness_control: str = "NONE") -> AddedFace:
-        self._check_face_call(group_id, user_id, image, user_info)
+                    quality_control: str = "NONE", liveness_control: str = "NONE",
+                    action_type: str | None = None) -> AddedFace:
+        """The image becomes the user's only face; UPDATE (default) needs the user, REPLACE registers it."""
+        self._check_face_call(group_id, user_id, self._user_id_max_bytes, image, user_info)
+        action = _action(action_type, UPDATE_ACTIONS)
         face_token = self._accept_image(image, quality_control, liveness_control)
         with self._write() as conn:
             group_seq = self._existing_group(conn, group_id)
-            user_seq = self._existing_user(conn, group_seq, user_id)
+            user_seq = self._user_seq(conn, group_seq, user_id)
+            if user_seq is None and action == "UPDATE":
+                raise _fail(223103)
             self._refuse_face_on_other_user(conn, group_seq, user_seq, face_token)
-            conn.execute("DELETE FROM faces WHERE user_seq = ?", (user_seq,))
-            if user_info is not None or self.unknowns.update_without_info_clears:
-                conn.execute("UPDATE users SET user_info = ? WHERE seq = ?", (user_info or "", user_seq))
+            user_seq = self._user_with_no_faces(conn, group_seq, user_seq, user_id, user_info,
+                                                self.unknowns.update_without_info_clears)
             self._insert_face(conn, user_seq, face_token)
         return AddedFace(face_token, location_for(face_token), _new_log_id())
 
     @staticmethod
-    def _check_face_call(group_id: str, user_id: str, image: Image | None, user_info: str | None) -> None:
+    def _check_face_call(group_id: str, user_id: str, user_id_max_bytes: int, image: Image | None,
+                         user_info: str | None) -> None:
         _require(("image", None if image is None else image.value),
                  ("image_type", None if image is None else getattr(image.type, "value", image.type)),
                  ("group_id", group_id), ("user_id", user_id))
         _image_type(image)
         _check_group_id(group_id)
-        _check_user_id(user_id)
+        _check_user_id(user_id, user_id_max_bytes)
         _check_user_info(user_info)
+
+    def _refuse_beyond_cap(self, conn: sqlite3.Connection, user_seq: int) -> None:
+        if self.max_faces_per_user is None:
+            return
+        count = conn.execute("SELECT count(*) FROM faces WHERE user_seq = ?", (user_seq,)).fetchone()[0]
+        if count >= self.max_faces_per_user:
+            raise _fail(FACE_CAP_CODE, f"user already has {count} faces, the cap is {self.max_faces_per_user}")
+
+    @staticmethod
+    def _set_user_info(conn: sqlite3.Connection, user_seq: int, user_info: str | None, clear_when_missing: bool) -> None:
+        if user_info is not None or clear_when_missing:
+            conn.execute("UPDATE users SET user_info = ? WHERE seq = ?", (user_info or "", user_seq))
+
+    def _user_with_no_faces(self, conn: sqlite3.Connection, group_seq: int, user_seq: int | None, user_id: str,
+                            user_info: str | None, clear_when_missing: bool) -> int:
+        """The user's row emptied of faces (its user_info set as asked), or a new user's row."""
+        if user_seq is None:
+            return conn.execute("INSERT INTO users (group_seq, user_id, user_info) VALUES (?, ?, ?)",
+                                (group_seq, user_id, user_info or "")).lastrowid
+        conn.execute("DELETE FROM faces WHERE user_seq = ?", (user_seq,))
+        self._set_user_info(conn, user_seq, user_info, clear_when_missing)
+        return user_seq
 
     def _group_for_add(self, conn: sqlite3.Connection, group_id: str) -> int:
         """The group a face is added to: 223100 while it is being deleted in the background, and when it
@@ -499,7 +554,7 @@ class LocalLibrary:
     @_translate_db_errors
     def face_delete(self, group_id: str, user_id: str, face_token: str) -> Ack:
         _require(("user_id", user_id), ("group_id", group_id), ("face_token", face_token))
-        _check_user_id(user_id)
+        _check_user_id(user_id, self._user_id_max_bytes)
         _check_group_id(group_id)
         _check_face_token(face_token)
         with self._write() as conn:
@@ -515,7 +570,7 @@ class LocalLibrary:
     @_translate_db_errors
     def user_get(self, group_id: str, user_id: str) -> UserRecord:
         _require(("user_id", user_id), ("group_id", group_id))
-        _check_user_id(user_id)
+        _check_user_id(user_id, self._user_id_max_bytes)
         _check_group_id(group_id, allow_all=True)
         query = ("SELECT g.group_id, u.user_info FROM users u JOIN groups g ON g.seq = u.group_seq "
                  "WHERE u.user_id = ? AND g.deleting_until IS NULL")
@@ -532,7 +587,7 @@ class LocalLibrary:
     @_translate_db_errors
     def face_getlist(self, group_id: str, user_id: str) -> FaceList:
         _require(("user_id", user_id), ("group_id", group_id))
-        _check_user_id(user_id)
+        _check_user_id(user_id, self._user_id_max_bytes)
         _check_group_id(group_id)
         with self._read() as conn:
             group_seq = self._existing_group(conn, group_id)
@@ -555,7 +610,7 @@ class LocalLibrary:
     @_translate_db_errors
     def user_copy(self, user_id: str, src_group_id: str, dst_group_id: str) -> Ack:
         _require(("user_id", user_id), ("src_group_id", src_group_id), ("dst_group_id", dst_group_id))
-        _check_user_id(user_id)
+        _check_user_id(user_id, self._user_id_max_bytes)
         _check_group_id(src_group_id)
         _check_group_id(dst_group_id)
         with self._write() as conn:
@@ -580,7 +635,7 @@ class LocalLibrary:
     def user_delete(self, group_id: str, user_id: str) -> Ack:
         _require(("group_id", group_id), ("user_id", user_id))
         _check_group_id(group_id, allow_all=True)
-        _check_user_id(user_id)
+        _check_user_id(user_id, self._user_id_max_bytes)
         with self._write() as conn:
             if group_id == ALL_GROUPS:
                 deleted = conn.execute(
@@ -627,7 +682,7 @@ class LocalLibrary:
                                      "WHERE u.group_seq = ?", (group_seq,)).fetchone()[0]
             if faces > BACKGROUND_DELETE_THRESHOLD:
                 conn.execute("UPDATE groups SET deleting_until = ? WHERE seq = ?",
-                             (now + faces / BACKGROUND_DELETE_RATE, group_seq))
+                             (now + faces / self.group_delete_rate, group_seq))
             else:
                 conn.execute("DELETE FROM groups WHERE seq = ?", (group_seq,))
         return Ack(_new_log_id())
