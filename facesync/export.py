@@ -21,6 +21,14 @@ valid against ``schemas/manifest.schema.json``. Choices:
   library; a header comment names the library's identity (app id for Baidu) and the time;
 - facesync's lock group is never exported; a user or group gone while being read is left out.
 
+Fragments (``export_fragment``), to adopt a few users into an existing manifest without re-exporting it:
+the file holds only what ``include:`` takes. Whole groups (``--group``) go under ``groups:``, as above.
+Single users (``--user GROUP/USER``) go under ``people:``, each with the groups it was asked for: a
+group is defined in exactly one file (the existing manifest, usually), while people in any file may
+join it, so the fragment adds the users without redefining their group. A user asked for in several
+groups must have the same faces and user_info in each (a person has one list of images); otherwise it
+is refused with a hint to export those groups whole.
+
 ``facesync.files.atomic_output`` writes the file so that an interrupted export leaves the old file (or none), never part.
 """
 
@@ -66,6 +74,16 @@ class ExportedUser:
     face_tokens: tuple[str, ...]
     user_info: str | None
     info_differs: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedPerson:
+    """A user taken by itself, for ``people:``: the same faces and user_info in every group listed."""
+
+    user_id: str
+    group_ids: tuple[str, ...]
+    face_tokens: tuple[str, ...]
+    user_info: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,11 +223,16 @@ def header_lines(identity: str, taken_at: str, groups: Sequence[str] = ()) -> li
 
 
 def write_manifest(events: Iterable[ExportedGroup | ExportedUser], out: TextIO, *, target: str | None,
-                   header: Sequence[str]) -> ExportStats:
-    """Write the manifest of ``events`` to ``out`` as they come; returns what was written."""
+                   header: Sequence[str], fragment: bool = False,
+                   people: Sequence[ExportedPerson] = ()) -> ExportStats:
+    """Write the manifest of ``events`` to ``out`` as they come; returns what was written.
+
+    ``fragment``: no ``version:`` and no ``target:``, what ``include:`` takes; ``people``: single users.
+    """
     out.writelines(line.rstrip("\n") + "\n" for line in header)
-    out.write("version: 1\n")
-    if target:
+    if not fragment:
+        out.write("version: 1\n")
+    if target and not fragment:
         out.write(f"target: {quoted(target)}\n")
     groups = users = faces = 0
     left_out: list[str] = []
@@ -238,12 +261,79 @@ def write_manifest(events: Iterable[ExportedGroup | ExportedUser], out: TextIO, 
             out.write(f"        user_info: {quoted(event.user_info)}\n")
         out.write("        images:\n")
         out.writelines(f"          - face_token: {quoted(token)}\n" for token in event.face_tokens)
-    if groups == 0:
+    if groups == 0 and not people:
         out.write("groups: {}\n")
     elif open_group:
         out.write("    users: {}\n")
-    out.write(f"# {groups} groups, {users} users, {faces} faces\n")
+    if people:
+        out.write("people:\n")
+    for person in people:
+        users += 1
+        faces += len(person.face_tokens) * len(person.group_ids)
+        out.write(f"  {key(person.user_id)}:\n")
+        out.write(f"    groups: [{', '.join(key(group_id) for group_id in person.group_ids)}]\n")
+        if person.user_info is not None:
+            out.write(f"    user_info: {quoted(person.user_info)}\n")
+        out.write("    images:\n")
+        out.writelines(f"      - face_token: {quoted(token)}\n" for token in person.face_tokens)
+    out.write(f"# {counted(groups, 'group')}, {counted(users, 'user')}, {counted(faces, 'face')}\n")
     return ExportStats(groups, users, faces, tuple(left_out))
+
+
+def counted(number: int, noun: str) -> str:
+    """"1 group", "2 groups"."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def parse_user_ref(text: str) -> tuple[str, str]:
+    """"GROUP/USER" as (group_id, user_id)."""
+    group_id, slash, user_id = text.partition("/")
+    if not slash or not group_id or not user_id:
+        raise ConfigError(f"--user {text!r}: expected GROUP/USER", hint="for example --user staff/alice")
+    return group_id, user_id
+
+
+def read_people(library: FaceLibrary, refs: Sequence[tuple[str, str]]) -> list[ExportedPerson]:
+    """One person per user_id of ``refs``, in the order first asked, with the groups asked for it."""
+    wanted: dict[str, list[str]] = {}
+    for group_id, user_id in refs:
+        if group_id not in wanted.setdefault(user_id, []):
+            wanted[user_id].append(group_id)
+    people = []
+    for user_id, group_ids in wanted.items():
+        infos = read_memberships(library, user_id) or {}
+        faces = {group_id: read_faces(library, group_id, user_id) for group_id in group_ids}
+        missing = [group_id for group_id in group_ids if not faces[group_id] or group_id not in infos]
+        if missing:
+            raise ConfigError(f"--user: no user {user_id} in group {', '.join(missing)} of {library.identity}",
+                              hint="list a group's users with: facesync export --group GROUP")
+        shapes = {(frozenset(faces[group_id]), infos[group_id]) for group_id in group_ids}
+        if len(shapes) > 1:
+            raise ConfigError(f"--user: {user_id} has other faces or user_info in {', '.join(group_ids)}; a "
+                              "person in a manifest has one list of images and one user_info",
+                              hint="export those groups whole with --group, or ask for the user in one group")
+        first = group_ids[0]
+        people.append(ExportedPerson(user_id, tuple(group_ids), faces[first], infos[first]))
+    return people
+
+
+def export_fragment(library: FaceLibrary, out: TextIO, *, groups: Sequence[str] = (),
+                    users: Sequence[str] = (), concurrency: int = 8, progress: bool | None = None,
+                    taken_at: str | None = None) -> ExportStats:
+    """Write a fragment for ``include:``: ``groups`` whole under ``groups:``, ``users`` under ``people:``."""
+    refs = [ref for ref in map(parse_user_ref, users) if ref[0] not in groups]  # a whole group has them
+    taken_at = taken_at or utc_now()
+    header = [f"# Exported by facesync export from {library.identity} at {taken_at}: a fragment for the",
+              "# include: of a manifest that defines the groups its people: join. Every user's user_info",
+              "# is managed and every face is listed by face_token, so planning shows no changes for them."]
+    with progress_bars.progress("Exporting the library", enabled=progress) as bar:
+        people = read_people(library, refs)
+        group_ids = library_groups(library, groups) if groups else []
+        events = read_library(library, group_ids, concurrency=concurrency, bar=bar)
+        try:
+            return write_manifest(events, out, target=None, header=header, fragment=True, people=people)
+        finally:
+            events.close()
 
 
 def export_manifest(library: FaceLibrary, out: TextIO, *, target: str | None = None,
@@ -261,8 +351,10 @@ def export_manifest(library: FaceLibrary, out: TextIO, *, target: str | None = N
             events.close()
     if stats.info_left_out:
         shown = ", ".join(stats.info_left_out[:10]) + (" ..." if len(stats.info_left_out) > 10 else "")
-        log.warning("%d user(s) have a different user_info in different groups; a manifest gives a person one "
-                    "user_info, so theirs is left unmanaged: %s", len(stats.info_left_out), shown)
+        log.warning("%s a different user_info in different groups; a manifest gives a person one "
+                    "user_info, so theirs is left unmanaged: %s",
+                    counted(len(stats.info_left_out), "user") + (" has" if len(stats.info_left_out) == 1 else " have"),
+                    shown)
     return stats
 
 

@@ -185,3 +185,68 @@ def test_export_over_http_calls_user_get_once_per_user_and_fails_atomically(tmp_
     assert "Traceback" not in broken.stderr and broken.stderr.startswith("Error:")
     assert out.read_text() == before
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+
+
+def test_export_user_fragment_adopts_a_few_users_into_an_existing_manifest(tmp_path):
+    """staff holds u00..u29 and visitors u00..u07 (copies) and guest; the manifest lists only some."""
+    db = str(tmp_path / "lib.db")
+    build_library(db)
+    env = {**os.environ, "FACESYNC_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("FACESYNC_TARGET", None)
+    whole = io.StringIO()
+    lib = LocalLibrary(db)
+    try:
+        export_manifest(lib, whole, target=f"local:{db}", groups=("staff", "visitors"))
+    finally:
+        lib.close()
+    exported = yaml.safe_load(whole.getvalue())
+    kept = {"staff": [f"u{i:02d}" for i in range(2, 30)], "visitors": [f"u{i:02d}" for i in range(2, 8)] + ["guest"]}
+    main = {"version": 1, "target": f"local:{db}",
+            "groups": {group_id: {"users": {user_id: exported["groups"][group_id]["users"][user_id]
+                                            for user_id in user_ids}}
+                       for group_id, user_ids in kept.items()}}
+    path = tmp_path / "faceset.yaml"
+    path.write_text(yaml.safe_dump(main, sort_keys=False))
+    with plan_manifest(str(path)) as run:  # without the fragment, u00 and u01 would be pruned
+        removed = {(op.group_id, op.user_id) for op in run.plan.operations}
+    assert {("staff", "u00"), ("staff", "u01"), ("visitors", "u00"), ("visitors", "u01")} <= removed
+
+    done = _facesync(["export", "--target", f"local:{db}", "--user", "staff/u00", "--user", "staff/u01",
+                      "--user", "visitors/u00", "--user", "visitors/u01", "-o", str(tmp_path / "adopted.yaml")],
+                     env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Exported 0 groups, 2 users, 6 faces" in done.stderr  # u00: 1 face, u01: 2, each in two groups
+    fragment = yaml.safe_load((tmp_path / "adopted.yaml").read_text())
+    assert set(fragment) == {"people"}  # no version:, no target:, no group redefined
+    assert fragment["people"]["u01"]["groups"] == ["staff", "visitors"]
+    assert len(fragment["people"]["u01"]["images"]) == 2 and fragment["people"]["u01"]["user_info"] == "User 1"
+    path.write_text(yaml.safe_dump({**main, "include": ["adopted.yaml"]}, sort_keys=False))
+
+    with plan_manifest(str(path)) as run:
+        assert run.plan.empty, [op.key for op in run.plan.operations]
+    planned = _facesync(["plan", str(path)], env=env, timeout=60)
+    assert planned.returncode == 0 and "No changes" in planned.stdout, planned.stdout + planned.stderr
+
+
+def test_export_group_fragment_and_user_refusals(tmp_path):
+    db = str(tmp_path / "lib.db")
+    build_library(db)
+    env = {**os.environ, "FACESYNC_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("FACESYNC_TARGET", None)
+
+    done = _facesync(["export", "--target", f"local:{db}", "--group", "true", "--fragment"], env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert set(yaml.safe_load(done.stdout)) == {"groups"} and "Exported 1 group," in done.stderr
+    (tmp_path / "true.yaml").write_text(done.stdout)
+    (tmp_path / "faceset.yaml").write_text(f"version: 1\ntarget: 'local:{db}'\ninclude: [true.yaml]\n")
+    with plan_manifest(str(tmp_path / "faceset.yaml")) as run:
+        assert run.plan.empty, [op.key for op in run.plan.operations]
+
+    for user, message in [("staff", "expected GROUP/USER"), ("staff/nobody", "no user nobody in group staff"),
+                          ("007/u03", None)]:
+        refused = _facesync(["export", "--target", f"local:{db}", "--user", user, "--user", "staff/u03"],
+                            env=env, timeout=60)
+        if message is None:  # u03 has other faces in 007 than in staff: one person cannot say both
+            message = "has other faces or user_info"
+        assert refused.returncode == 1 and message in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr

@@ -3,6 +3,7 @@
 Without ``--out`` the manifest streams to stdout; with it, the file is written atomically (a temporary
 file in the same folder, then a rename), so an interrupted export never leaves a partial manifest.
 A ``local:PATH`` target that does not exist is refused rather than created empty.
+``--user GROUP/USER`` (or ``--fragment``) writes a fragment for ``include:`` instead of a whole manifest.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import click
 
 from facesync.commands.options import concurrency_option, qps_option, target_option
 from facesync.errors import EXIT_OK, ConfigError
-from facesync.export import export_manifest
+from facesync.export import counted, export_fragment, export_manifest
 from facesync.files import atomic_output
 from facesync.targets import TargetSpec, choose_target, open_target
 from facesync.workflow import close_library
@@ -35,12 +36,16 @@ def open_existing(spec: TargetSpec, *, qps: float | None, concurrency: int):
 @target_option
 @click.option("--group", "-g", "groups", metavar="G", multiple=True,
               help="Export only this group (repeatable). Default: every group.")
+@click.option("--user", "-u", "users", metavar="GROUP/USER", multiple=True,
+              help="Export only this user of that group, as a fragment for include: (repeatable).")
+@click.option("--fragment", is_flag=True,
+              help="Write a fragment for a manifest's include: (no version:, no target:); implied by --user.")
 @click.option("--out", "-o", "out", metavar="FILE", type=click.Path(dir_okay=False), default=None,
               help="Write the manifest to FILE (atomically) instead of stdout.")
 @qps_option
 @concurrency_option
-def command(target: str | None, groups: tuple[str, ...], out: str | None, qps: float | None,
-            concurrency: int) -> int:
+def command(target: str | None, groups: tuple[str, ...], users: tuple[str, ...], fragment: bool,
+            out: str | None, qps: float | None, concurrency: int) -> int:
     """Write a manifest of the library as it is: groups, users, user_info, faces by face_token.
 
     Planning the exported manifest against the same library shows no changes.
@@ -50,18 +55,25 @@ def command(target: str | None, groups: tuple[str, ...], out: str | None, qps: f
       facesync export --target baidu --out faceset.yaml
       facesync export --target baidu --group staff --group visitors -o faceset.yaml
       facesync plan faceset.yaml                       # No changes.
+      facesync export --user staff/alice --user staff/bob -o adopted.yaml   # then include: [adopted.yaml]
     """
     spec = choose_target(target)
     library = open_existing(spec, qps=qps, concurrency=concurrency)
+    def export(handle):
+        if fragment or users:
+            return export_fragment(library, handle, groups=groups, users=users, concurrency=concurrency)
+        return export_manifest(library, handle, target=spec.text, groups=groups, concurrency=concurrency)
+
     try:
         if out:
             with atomic_output(out, what="manifest") as handle:
-                stats = export_manifest(library, handle, target=spec.text, groups=groups, concurrency=concurrency)
+                stats = export(handle)
         else:
-            stats = export_manifest(library, sys.stdout, target=spec.text, groups=groups, concurrency=concurrency)
+            stats = export(sys.stdout)
             sys.stdout.flush()
     finally:
         close_library(library)
     where = f" to {out}" if out else ""
-    click.echo(f"Exported {stats.groups} groups, {stats.users} users, {stats.faces} faces{where}.", err=True)
+    click.echo(f"Exported {counted(stats.groups, 'group')}, {counted(stats.users, 'user')}, "
+               f"{counted(stats.faces, 'face')}{where}.", err=True)
     return EXIT_OK
