@@ -96,6 +96,8 @@ class Desired:
     target: str | None = None
     manifest_path: str = ""
     digest: str = ""
+    # groups of the manifest that ``--group`` left out: not managed by this plan, but not "unlisted" either
+    outside_filter: tuple[str, ...] = ()
 
     def group(self, group_id: str) -> DesiredGroup | None:
         return next((g for g in self.groups if g.group_id == group_id), None)

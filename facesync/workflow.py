@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from facesync import manifest
 from facesync.api.protocol import FaceLibrary
 from facesync.cache import FileHashes, TokenCache
+from facesync.errors import ConfigError
 from facesync.model import Desired, Live
 from facesync.plan.ops import Plan
 from facesync.plan.planner import make_plan, narrow
@@ -65,8 +66,47 @@ def load_desired(manifest_path: str, *, groups: tuple[str, ...] = (), users: tup
         hashes.close()
     if loaded.warnings:
         log.warning("%s", manifest.render_diagnostics(loaded.warnings, "text").rstrip())
+    check_filters(loaded.desired, groups, users)
     desired = narrow(loaded.desired, set(groups) if groups else None, set(users) if users else None)
     return desired, loaded.warnings
+
+
+def check_filters(desired: Desired, groups: tuple[str, ...], users: tuple[str, ...]) -> None:
+    """Refuse a ``--group``/``--user`` that matches nothing in the manifest, naming what exists.
+
+    A filter that matches nothing would otherwise plan nothing and say "No changes": a typo in a
+    scheduled drift check would hide every drift. Each ``--user`` must be in one of the chosen groups.
+    """
+    listed = [group.group_id for group in desired.groups]
+    problems = [f"--group {gid}: the manifest has no such group" for gid in dict.fromkeys(groups)
+                if gid not in listed]
+    chosen = [group for group in desired.groups if not groups or group.group_id in groups]
+    for uid in dict.fromkeys(users):
+        if any(user.user_id == uid for group in chosen for user in group.users):
+            continue
+        elsewhere = [group.group_id for group in desired.groups if any(u.user_id == uid for u in group.users)]
+        if groups and elsewhere:
+            problems.append(f"--user {uid}: not in {_listing('group', [g.group_id for g in chosen])}; "
+                            f"it is in {_listing('group', elsewhere)}")
+        else:
+            problems.append(f"--user {uid}: no group of the manifest has this user")
+    if not problems:
+        return
+    exist = [f"the manifest has {_listing('group', listed)}"]
+    if users:
+        known = sorted({user.user_id for group in chosen for user in group.users})
+        where = "in the chosen groups" if groups else "in all"
+        exist.append(f"{where}, {_listing('user', known)}")
+    raise ConfigError("; ".join(problems), hint="; ".join(exist))
+
+
+def _listing(noun: str, names: list[str], shown: int = 10) -> str:
+    """``group staff`` / ``groups staff, visitors`` / ``users a, b and 5 more``."""
+    if not names:
+        return f"no {noun}s"
+    head = ", ".join(names[:shown])
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{noun}{'' if len(names) == 1 else 's'} {head}{more}"
 
 
 def estimate_qps(spec: TargetSpec, qps: float | None) -> float | None:

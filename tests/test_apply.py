@@ -317,7 +317,8 @@ def test_report_lists_every_operation_with_outcome_and_totals(library, tmp_path)
     entry = report["operations"][-1]
     assert entry["kind"] == "add_face" and entry["outcome"] == "done" and entry["attempts"] == 1
     assert isinstance(entry["log_id"], int) and entry["group_id"] == "g" and entry["user_id"] == "u"
-    assert report["verification"] == {"done": True, "ok": True, "problems": []}
+    assert report["verification"] == {"done": True, "ok": True, "problems": [], "not_verified": [],
+                                      "not_done_because": None}
 
 
 # ---- the command line (local target, real subprocess) ---------------------------------------------------

@@ -27,6 +27,7 @@ import click
 
 from facesync import apply as executor
 from facesync import progress as progress_bars
+from facesync.apply.report import Verification, verification
 from facesync.commands.options import (
     concurrency_option,
     group_option,
@@ -245,10 +246,10 @@ def _run(plan: Plan, library, cache, spec: TargetSpec, options: _Options, protec
                                   on_result=on_result, cache=cache, protected_groups=protected,
                                   verify=options.verify)
     if options.report_path:
-        report = executor.report_dict(result, target=library.identity, plan=plan)
+        report = executor.report_dict(result, target=library.identity, plan=plan, verify=options.verify)
         write_atomically(options.report_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n",
                          what="report")
-    _summarise(result)
+    _summarise(result, options.verify)
     if result.interrupted:
         raise KeyboardInterrupt
     if result.stopped:
@@ -281,7 +282,7 @@ def _describe(result: executor.OpResult) -> str:
     return redact(text)
 
 
-def _summarise(result: executor.ApplyResult) -> None:
+def _summarise(result: executor.ApplyResult, verify: str) -> None:
     rate = result.calls / result.duration_s if result.duration_s > 0 else 0.0
     click.echo(f"\nApply {'complete' if result.ok else 'finished with problems'}: "
                f"{result.count(executor.DONE)} done, {result.count(executor.ALREADY)} already done, "
@@ -295,16 +296,29 @@ def _summarise(result: executor.ApplyResult) -> None:
             click.echo(f"  - {_describe(failure)}")
         if len(failures) > SHOWN_FAILURES:
             click.echo(f"  ... and {len(failures) - SHOWN_FAILURES} more (see --report)")
-    if result.verified:
-        if result.problems:
-            click.echo(f"Verification: the library differs from the plan in {len(result.problems)} way(s):")
-            for problem in result.problems[:SHOWN_FAILURES]:
-                click.echo(f"  - {problem}")
-            if len(result.problems) > SHOWN_FAILURES:
-                click.echo(f"  ... and {len(result.problems) - SHOWN_FAILURES} more (see --report)")
-        else:
-            click.echo(f"Verified: the library holds what the plan wanted ({result.verify_calls} reads in "
-                       f"{result.verify_s:.1f} s).")
+    _say_what_was_verified(verification(result, verify), result)
+
+
+def _say_what_was_verified(checked: Verification, result: executor.ApplyResult) -> None:
+    """Never "verified" about the whole plan unless every operation ran and the read-back agrees."""
+    reads = f"{result.verify_calls} reads in {result.verify_s:.1f} s"
+    if checked.problems:
+        click.echo(f"Verification: the library differs from the plan in {len(checked.problems)} way(s):")
+        for problem in checked.problems[:SHOWN_FAILURES]:
+            click.echo(f"  - {problem}")
+        if len(checked.problems) > SHOWN_FAILURES:
+            click.echo(f"  ... and {len(checked.problems) - SHOWN_FAILURES} more (see --report)")
+    elif checked.whole_plan:
+        click.echo(f"Verified: the library holds what the plan wanted ({reads}).")
+    elif checked.ran:
+        click.echo(f"Verified: what the operations that succeeded did ({reads}).")
+    if checked.unverified:
+        shown = ", ".join(checked.unverified[:SHOWN_FAILURES])
+        more = f" and {len(checked.unverified) - SHOWN_FAILURES} more" if len(checked.unverified) > SHOWN_FAILURES else ""
+        click.echo(f"Not verified, and not as the plan wants ({len(checked.unverified)} with a failed or skipped "
+                   f"operation): {shown}{more}. Run apply again once the causes are fixed.")
+    if not checked.ran:
+        click.echo(f"Not verified: {checked.reason}; nothing was read back.")
 
 
 def _stop_hint(result: executor.ApplyResult) -> str:

@@ -303,7 +303,13 @@ class _Builder:
     def plan_unlisted(self) -> None:
         policy = self.desired.policy
         listed = {group.group_id for group in self.desired.groups}
-        unlisted = [gid for gid in self.live.group_ids if gid not in listed and gid != LOCK_GROUP_ID]
+        outside = set(self.desired.outside_filter)
+        filtered = [gid for gid in self.live.group_ids if gid in outside]
+        if filtered:
+            shown = ", ".join(filtered[:5]) + (f" and {len(filtered) - 5} more" if len(filtered) > 5 else "")
+            self.notes.append(f"{len(filtered)} group(s) of the manifest outside --group left alone: {shown}")
+        unlisted = [gid for gid in self.live.group_ids
+                    if gid not in listed and gid not in outside and gid != LOCK_GROUP_ID]
         if not unlisted:
             return
         if not policy.delete_unlisted_groups:
@@ -418,4 +424,7 @@ def narrow(desired: Desired, groups: set[str] | frozenset[str] | None = None,
                             scope_users=scope)
         kept_groups.append(group)
     policy = replace(desired.policy, delete_unlisted_groups=False)
-    return replace(desired, groups=tuple(kept_groups), policy=policy)
+    kept = {group.group_id for group in kept_groups}
+    outside = tuple(group.group_id for group in desired.groups if group.group_id not in kept)
+    return replace(desired, groups=tuple(kept_groups), policy=policy,
+                   outside_filter=(*desired.outside_filter, *outside))
