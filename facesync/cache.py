@@ -26,6 +26,7 @@ import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,7 @@ _FILE_SCHEMA = (
      " mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL)"),
 )
 IN_MEMORY = ":memory:"
+_CHUNK = 500  # ids in one "IN (...)" query: below SQLite's smallest variable limit
 FILES_NAME = "files.sqlite3"
 
 
@@ -86,6 +88,18 @@ class FileHashes:
     def record(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
         self._store.write("INSERT OR REPLACE INTO files (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)",
                           (os.path.abspath(path), size, mtime_ns, sha256))
+
+    def paths_of(self, sha256s: Iterable[str]) -> dict[str, str]:
+        """sha256 -> one file last seen with that content (the first by name)."""
+        wanted = sorted(set(sha256s))
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start:start + _CHUNK]
+            for sha256, path in self._store.rows(
+                    f"SELECT sha256, min(path) FROM files WHERE sha256 IN ({','.join('?' * len(chunk))}) "
+                    "GROUP BY sha256", tuple(chunk)):
+                found[sha256] = path
+        return found
 
     def close(self) -> None:
         self._store.close()
@@ -136,6 +150,19 @@ class TokenCache:
 
     def record_file(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
         self.files.record(path, size, mtime_ns, sha256)
+
+    def files_of_tokens(self, face_tokens: Iterable[str]) -> dict[str, str]:
+        """face_token -> a local file known to have that content (any one), for the tokens this cache can
+        name: lets a plan show a removed face as the photo it was uploaded from."""
+        wanted = sorted(set(face_tokens))
+        by_sha: dict[str, str] = {}
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start:start + _CHUNK]
+            by_sha.update(self._store.rows(
+                f"SELECT sha256, face_token FROM tokens WHERE face_token IN ({','.join('?' * len(chunk))})",
+                tuple(chunk)))
+        files = self.files.paths_of(by_sha)
+        return {token: files[sha] for sha, token in by_sha.items() if sha in files}
 
     def record_upload(self, path: str, sha256: str, face_token: str) -> None:
         """After uploading the file at ``path`` (content ``sha256``): the next plan neither reads nor detects it.
@@ -188,6 +215,16 @@ class _Store:
                     if attempt == 2 or not self._recover(error):
                         return None
         return None
+
+    def rows(self, sql: str, params: tuple) -> list[tuple]:
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    return self._db.execute(sql, params).fetchall()
+                except sqlite3.DatabaseError as error:
+                    if attempt == 2 or not self._recover(error):
+                        return []
+        return []
 
     def write(self, sql: str, params: tuple) -> None:
         with self._lock:

@@ -405,7 +405,10 @@ def _estimate_qps(target: str, qps: float | None) -> float | None:
 
 def plan_snapshot(desired: Desired, snapshot: Snapshot, snapshot_path: str, *, cache: TokenCache | None = None,
                   qps: float | None = None, force: bool = False, now: float | None = None) -> OfflinePlan:
-    """Plan ``desired`` (loaded, narrowed) against ``snapshot``, with no network."""
+    """Plan ``desired`` (loaded, narrowed) against ``snapshot``, with no network; the plan is pinned and
+    named as an online one is (``workflow.finish_plan``), so it can be saved, shown and applied alike."""
+    from facesync.workflow import finish_plan
+
     gaps = coverage_problems(desired, snapshot.live)
     if gaps:
         raise SnapshotError(_listing(f"snapshot {snapshot_path} does not hold what this manifest needs", gaps),
@@ -429,6 +432,7 @@ def plan_snapshot(desired: Desired, snapshot: Snapshot, snapshot_path: str, *, c
         notes.append(f"{len(offline.unresolved)} image(s) unknown to the snapshot are planned as new faces: "
                      f"{shown}{more}")
     plan = replace(plan, operations=tuple(_without_stand_ins(op) for op in plan.operations), notes=tuple(notes))
+    plan = finish_plan(plan, offline.desired, cache)
     return OfflinePlan(offline.desired, live, plan, snapshot, offline.unresolved)
 
 

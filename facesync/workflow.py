@@ -8,17 +8,23 @@ same connection and records the tokens user/add returns into the same cache. The
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import dataclass, field
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from facesync import manifest
 from facesync.api.protocol import FaceLibrary
 from facesync.cache import FileHashes, TokenCache
 from facesync.errors import ConfigError
-from facesync.model import Desired, Live
+from facesync.checkout import manifest_place
+from facesync.model import Desired, ImageKind, Live
+from facesync.plan.effects import structure, user_effect
 from facesync.plan.ops import Plan
 from facesync.plan.planner import make_plan, narrow
+from facesync.plan.uploads import pin
 from facesync.refresh import refresh
 from facesync.resolve import ResolveStats, resolve_images
 from facesync.targets import REMOTE_DEFAULT_QPS, TargetSpec, choose_target, open_target
@@ -139,7 +145,60 @@ def plan_desired(desired: Desired, library: FaceLibrary, cache: TokenCache, *, q
         live = refresh(library, desired, concurrency=concurrency, progress=progress)
     resolution = resolve_images(desired, live, library, cache, concurrency=concurrency, progress=progress)
     plan = make_plan(resolution.desired, live, qps=qps, force=force)
-    return resolution.desired, live, plan, resolution.stats
+    return resolution.desired, live, finish_plan(plan, resolution.desired, cache), resolution.stats
+
+
+def finish_plan(plan: Plan, desired: Desired, cache: TokenCache | None) -> Plan:
+    """What a reviewed plan carries beside its operations: the content sha256 of every file it uploads,
+    where its manifest is (relative to the checkout) and at which commit, and the names of the faces
+    it removes. Reads only files that are uploaded and not already hashed."""
+    plan = pin(plan, file_hasher(cache.files if cache is not None else None))
+    manifest_rel, root = manifest_place(desired.manifest_path) if desired.manifest_path else ("", None)
+    base = os.path.dirname(os.path.realpath(desired.manifest_path)) if desired.manifest_path else ""
+    names = removed_face_names(plan, desired, cache, base)
+    return replace(plan, manifest=manifest_rel, planned_in=root.path if root else "",
+                   commit=root.commit if root else "", face_names=names)
+
+
+def file_hasher(files: FileHashes | None) -> Callable[[str], str]:
+    """sha256 of a file's content, from the file-hash cache when the file is unchanged, else read."""
+    def sha256_of(path: str) -> str:
+        info = os.stat(path)
+        known = files.sha256(path, info.st_size, info.st_mtime_ns) if files is not None else None
+        if known is not None:
+            return known
+        with open(path, "rb") as handle:
+            digest = hashlib.sha256(handle.read()).hexdigest()
+        if files is not None:
+            files.record(path, info.st_size, info.st_mtime_ns, digest)
+        return digest
+
+    return sha256_of
+
+
+def removed_face_names(plan: Plan, desired: Desired, cache: TokenCache | None, base: str) -> dict[str, str]:
+    """face_token -> how people know it, for the faces ``plan`` removes: an image of the manifest with
+    that token (its file, or its ``face_token:`` entry's place), else a file the token cache knows to
+    have that content (shown relative to the manifest's folder; files elsewhere are not named)."""
+    removed = {token for users in structure(plan).values() for user_id, ops in users.items()
+               if user_id is not None for token in user_effect(ops).removed}
+    if not removed:
+        return {}
+    names: dict[str, str] = {}
+    for group in desired.groups:
+        for user in group.users:
+            for image in user.images:
+                token = image.face_token
+                if token in removed and token not in names:
+                    if image.kind is ImageKind.FACE_TOKEN:
+                        names[token] = f"face_token entry at {image.origin}" if image.origin else ""
+                    else:
+                        names[token] = image.source
+    if cache is not None and base:
+        for token, path in cache.files_of_tokens(removed - names.keys()).items():
+            if path.startswith(base.rstrip(os.sep) + os.sep):
+                names[token] = os.path.relpath(path, base).replace(os.sep, "/")
+    return {token: name for token, name in sorted(names.items()) if name}
 
 
 def plan_manifest(manifest_path: str, *, target: str | None = None, qps: float | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -14,12 +15,26 @@ from tests.test_planner_properties import live_of, scenarios
 from tests.test_render import fixed_plan
 
 
+def portable(p):
+    """The plan as a file holds it: no absolute path (apply finds the files again under its checkout)."""
+    return replace(p, operations=tuple(replace(op, face=replace(op.face, path=None)) if op.face else op
+                                       for op in p.operations))
+
+
 def test_round_trip_from_text_and_from_a_file(tmp_path):
     p = fixed_plan()
-    assert load_plan(dump_plan(p)) == p
+    assert load_plan(dump_plan(p)) == portable(p)
+    assert dump_plan(load_plan(dump_plan(p))) == dump_plan(p)
     path = tmp_path / "plan.json"
     write_plan(p, path)
-    assert load_plan(path) == p and load_plan(str(path)) == p
+    assert load_plan(path) == portable(p) and load_plan(str(path)) == portable(p)
+
+
+def test_no_absolute_path_is_saved_and_every_file_upload_is_pinned():
+    text = dump_plan(fixed_plan())
+    assert "/m/" not in text
+    uploads = [op["face"] for op in json.loads(text)["operations"] if op["face"] and op["face"]["kind"] == "file"]
+    assert uploads and all(len(face["sha256"]) == 64 for face in uploads)
 
 
 @settings(max_examples=60, deadline=None)
@@ -27,7 +42,7 @@ def test_round_trip_from_text_and_from_a_file(tmp_path):
 def test_round_trip_of_random_plans(scenario):
     state, desired, _ = scenario
     p = make_plan(desired, live_of(state, desired), created_at="t", qps=7.5, force=True)
-    assert load_plan(dump_plan(p)) == p
+    assert load_plan(dump_plan(p)) == portable(p)
 
 
 def _document() -> dict:
@@ -56,7 +71,8 @@ def test_checksum_covers_everything_but_itself():
 @pytest.mark.parametrize("text,message", [
     ("{not json", "is not JSON"),
     ('{"hello": 1}', "not a facesync plan"),
-    ('{"format_version": 2}', "plan format 2"),
+    ('{"format_version": 3}', "plan format 3"),
+    ('{"format_version": 1}', "format 1 saved absolute image paths"),
 ])
 def test_foreign_text_is_refused_clearly(text, message):
     with pytest.raises(PlanFileError, match=message):
@@ -88,7 +104,7 @@ def test_large_plans_check_the_first_operations_by_schema_and_the_rest_by_rebuil
     from facesync.plan import planfile
 
     monkeypatch.setattr(planfile, "SCHEMA_CHECKED_OPERATIONS", 2)
-    assert load_plan(dump_plan(fixed_plan())) == fixed_plan()
+    assert load_plan(dump_plan(fixed_plan())) == portable(fixed_plan())
     document = _document()
     document["operations"][5]["kind"] = "drop_table"
     document["checksum"] = checksum(document)

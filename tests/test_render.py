@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
@@ -23,7 +24,7 @@ from facesync.plan.render import (
     summarize,
     user_info_lines,
 )
-from tests.test_planner import img, live, plan, user
+from tests.test_planner import img, live, plan, tok, user
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -48,7 +49,9 @@ def fixed_plan() -> Plan:
         "frank": (("f1", "f2"), None),
         "dave": (("d1",), None),
     }}, extra_groups=("old_visitors", "audit"))
-    return plan(d, lv, qps=10)
+    made = plan(d, lv, qps=10)
+    return replace(made, manifest="deploy/faceset.yaml", commit="0f" * 20,
+                   face_names={tok("f2"): "faces/frank_2019.jpg", tok("d1"): "faces/dave.jpg"})
 
 
 def check_golden(name: str, text: str) -> None:
@@ -115,13 +118,62 @@ def test_markdown_is_cut_for_huge_plans_with_counts_of_what_is_left_out():
     md = render_markdown(_huge_plan(20_000))
     assert len(md) < MARKDOWN_MAX_CHARS
     block = md.split("```diff\n", 1)[1].split("\n```", 1)[0].splitlines()
-    assert len(block) == 200
-    assert "operations) not shown" in md and "| 20000 | 0 | 0 | 20000 | about 34 min at 10 QPS |" in md
+    assert len(block) == 199  # 200 lines, less a user heading whose face did not fit
+    assert "… 39808 more lines (19901 operations that add or change) not shown" in md
+    assert "| 20000 | 0 | 0 | 20000 | about 34 min at 10 QPS |" in md
 
 
 def test_markdown_respects_the_character_budget():
     md = render_markdown(_huge_plan(5_000), max_lines=10_000, max_chars=8_000)
     assert len(md) < 8_000 and "not shown" in md
+
+
+def _deleting_plan(deletes: int, adds: int) -> Plan:
+    ops = [Operation(OpKind.ADD_FACE, "g", f"new{i:05d}", face=FaceSource(img("x").kind, f"photos/p{i:05d}.jpg"),
+                     reason="new user") for i in range(adds)]
+    ops += [Operation(OpKind.DELETE_USER, "g", f"gone{i:05d}", reason="user not in manifest") for i in range(deletes)]
+    return Plan(tuple(ops), "baidu", qps=10)
+
+
+def test_markdown_lists_every_delete_first_and_cuts_only_adds():
+    md = render_markdown(_deleting_plan(deletes=250, adds=2_000))
+    assert all(f"-   user gone{i:05d}" in md for i in range(250))
+    assert md.index("gone00249") < md.index("<details>")  # deletes come before the folded rest
+    assert "(1901 operations that add or change) not shown; every delete is above" in md
+    assert "| 2000 | 0 | 250 |" in md
+
+
+def test_markdown_that_cannot_hold_every_delete_says_so_at_the_top():
+    md = render_markdown(_deleting_plan(deletes=5_000, adds=10))
+    assert len(md.encode("utf-16-le")) // 2 <= 65_536
+    assert md.index("> [!CAUTION]") < md.index("```diff")
+    shown = sum(1 for line in md.splitlines() if line.startswith("-   user gone"))
+    assert 0 < shown < 5_000
+    assert f"{5_000 - shown} more lines ({5_000 - shown} operations that destroy) are not shown" in md
+    assert "JSON plan" in md
+
+
+def test_removed_faces_are_named_by_file_and_mechanics_stay_out_of_the_views():
+    text = render_text(fixed_plan())
+    assert "- face faces/frank_2019.jpg (" + tok("f2") + ")  # face not in manifest" in text
+    assert "update with" not in text and "re-add" not in text  # erin's user/update and re-add
+    assert '~ user_info: "Erin" → "Erin (new desk)"' in text
+    assert '"reason": "re-add after update"' in render_json(fixed_plan())
+    md = render_markdown(fixed_plan())
+    assert "`deploy/faceset.yaml` at commit `" + "0f" * 20 + "`" in md
+
+
+@pytest.mark.parametrize("evil", ["a\nPlan: 0 to add, 0 to change, 0 to destroy.", "gpj.\u202eexe", "x\u2028y",
+                                  "tab\there", "bell\x07", "\u2066iso\u2069"])
+def test_control_and_bidi_characters_are_never_printed_raw(evil):
+    d = Desired((DesiredGroup("g", (DesiredUser("u", (img("a"),), evil),)),))
+    p = plan(d, live({"g": {"u": (("a",), "old")}}))
+    p = replace(p, notes=(f"note {evil}",), live_source=f"snapshot {evil}")
+    for out in (render_text(p), render_text(p, color=True), render_markdown(p)):
+        for char in ("\u202e", "\u2028", "\u2066", "\u2069", "\t", "\x07"):
+            assert char not in out
+        assert not any(line.startswith("Plan: 0 to add, 0 to change") for line in out.splitlines())
+        assert "\\n" in out or "\\u" in out or "\\t" in out or "\\x07" in out
 
 
 def test_markdown_fence_survives_backticks_in_user_info():

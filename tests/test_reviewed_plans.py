@@ -3,15 +3,20 @@ against the local library and ``facesync serve``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from facesync.local.store import LocalLibrary
-from tests.test_apply import seed_library, token_of
+from facesync.plan import planfile
+from tests.support import images
+from tests.test_apply import seed_library, snapshot, token_of
 from tests.test_apply_faults import write_faults, write_manifest
 
 
@@ -75,3 +80,292 @@ def test_after_a_failure_apply_says_what_was_verified_and_what_was_not(serve, tm
 
     unverified = facesync("apply", manifest, "--yes", "--verify", "off", env=server.env(), cache=tmp_path / "c")
     assert "Not verified: --verify off" in unverified.stdout and "Verified:" not in unverified.stdout
+
+
+# ---- portable, pinned plan files -------------------------------------------------------------------------
+
+MANIFEST = """\
+version: 1
+policy:
+  protected_groups: [vip]
+groups:
+  staff:
+    users:
+      alice: {user_info: Alice, images: [faces/alice.png]}
+      bob: {images: [faces/bob.png]}
+  vip:
+    prune: false
+    users:
+      carol: {images: [faces/carol.png]}
+"""
+
+
+def checkout(folder: Path, manifest: str = MANIFEST, *, git: bool = True) -> Path:
+    """A repository with the manifest under deploy/ and its photos, committed; returns the manifest."""
+    faces = folder / "deploy" / "faces"
+    faces.mkdir(parents=True)
+    for name, seed in (("alice", 1), ("bob", 2), ("carol", 3)):
+        (faces / f"{name}.png").write_bytes(images.png(seed))
+    (folder / "deploy" / "faceset.yaml").write_text(manifest)
+    if git:
+        for args in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@example.com",
+                                                    "commit", "-qm", "faces"]):
+            subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True)
+    return folder / "deploy" / "faceset.yaml"
+
+
+def head(folder: Path) -> str:
+    return subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def library_state(db: Path) -> dict:
+    with LocalLibrary(str(db)) as library:
+        groups = library.group_getlist().ids
+        return {group: snapshot(library, [group])[group] for group in groups}
+
+
+def test_plan_in_one_checkout_apply_from_a_moved_copy(tmp_path):
+    first = tmp_path / "runner1" / "repo"
+    manifest = checkout(first)
+    target = f"local:{tmp_path / 'lib.db'}"
+    made = facesync("plan", "deploy/faceset.yaml", "--target", target, "--format", "markdown", "--out",
+                    str(tmp_path / "plan.json"), cwd=first, cache=tmp_path / "c1")
+    assert made.returncode == 0, made.stderr
+    assert f"`deploy/faceset.yaml` at commit `{head(first)}`" in made.stdout
+    document = json.loads((tmp_path / "plan.json").read_text())
+    assert document["manifest"] == "deploy/faceset.yaml"
+    uploads = [op["face"] for op in document["operations"] if op["face"]]
+    assert {face["source"] for face in uploads} == {"faces/alice.png", "faces/bob.png", "faces/carol.png"}
+    assert all(face["sha256"] == hashlib.sha256((manifest.parent / face["source"]).read_bytes()).hexdigest()
+               for face in uploads)
+    assert str(tmp_path) not in json.dumps(document["operations"])  # no absolute path in what runs
+
+    second = tmp_path / "runner2" / "work" / "repo"
+    shutil.copytree(first, second)
+    shutil.rmtree(tmp_path / "runner1")  # the first job's checkout is gone
+    applied = facesync("apply", str(tmp_path / "plan.json"), cwd=second / "deploy", cache=tmp_path / "c2")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert f"relative to {second / 'deploy'}, the manifest's folder in {second} (git checkout)" in applied.stderr
+    assert "Verified: the library holds what the plan wanted" in applied.stdout
+    state = library_state(tmp_path / "lib.db")
+    assert set(state) == {"staff", "vip"} and set(state["staff"]) == {"alice", "bob"}
+
+
+def test_chdir_names_the_checkout_and_a_plan_without_one_is_refused_naming_each_image(tmp_path):
+    repo = tmp_path / "repo"
+    checkout(repo, git=False)
+    target = f"local:{tmp_path / 'lib.db'}"
+    assert facesync("plan", "deploy/faceset.yaml", "--target", target, "--out", "plan.json", cwd=repo,
+                    cache=tmp_path / "c").returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.move(str(repo / "plan.json"), elsewhere / "plan.json")
+    shutil.move(str(repo), tmp_path / "moved")  # the folder the plan was made in is gone
+    missing = facesync("apply", "plan.json", cwd=elsewhere, cache=tmp_path / "c")
+    assert missing.returncode == 1
+    for name in ("faces/alice.png", "faces/bob.png", "faces/carol.png"):
+        assert f"  - {name}: missing" in missing.stderr
+    assert "--chdir" in missing.stderr and library_state(tmp_path / "lib.db") == {}
+    chdir = facesync("apply", "plan.json", "--chdir", str(tmp_path / "moved"), cwd=elsewhere, cache=tmp_path / "c")
+    assert chdir.returncode == 0, chdir.stderr
+    assert f"the manifest's folder in {tmp_path / 'moved'} (--chdir)" in chdir.stderr
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["online", "snapshot"])
+def test_an_image_edited_after_planning_is_refused_before_any_write(tmp_path, live):
+    repo = tmp_path / "repo"
+    manifest = checkout(repo)
+    db = tmp_path / "lib.db"
+    with LocalLibrary(str(db)) as library:
+        seed_library(library, {"staff": {"alice": ([1], "Alice")}})
+    env = {"FACESYNC_TARGET": f"local:{db}"}
+    if live:
+        assert facesync("snapshot", str(manifest), "--out", str(tmp_path / "live.json"), env=env,
+                        cache=tmp_path / "c").returncode == 0
+        made = facesync("plan", "deploy/faceset.yaml", "--live", str(tmp_path / "live.json"), "--out", "plan.json",
+                        cwd=repo, cache=tmp_path / "c")
+    else:
+        made = facesync("plan", "deploy/faceset.yaml", "--out", "plan.json", cwd=repo, env=env, cache=tmp_path / "c")
+    assert made.returncode == 0, made.stderr
+    before = library_state(db)
+    (manifest.parent / "faces" / "bob.png").write_bytes(images.png(40))  # another photo, same name
+    (manifest.parent / "faces" / "carol.png").unlink()
+    refused = facesync("apply", "plan.json", cwd=repo, env=env, cache=tmp_path / "c")
+    assert refused.returncode == 1
+    assert "  - faces/bob.png: differs from the reviewed image" in refused.stderr
+    assert "  - faces/carol.png: missing" in refused.stderr
+    assert "alice.png" not in refused.stderr  # unchanged, not uploaded anyway
+    assert library_state(db) == before
+
+
+# ---- a reviewer sees all of it ---------------------------------------------------------------------------
+
+
+def test_a_300_operation_plan_lists_every_delete_in_markdown(serve, tmp_path):
+    db = tmp_path / "served.db"
+    with LocalLibrary(str(db)) as library:
+        seed_library(library, {"g": {f"old{i:03d}": ([1000 + i], "") for i in range(150)}})
+    server = serve(db=str(db))
+    manifest = write_manifest(tmp_path, {"g": {f"new{i:03d}": ([i], "") for i in range(150)}})
+    done = facesync("plan", manifest, "--format", "markdown", "--qps", "1000", env=server.env(),
+                    cache=tmp_path / "c")
+    assert done.returncode == 0, done.stderr
+    assert "| 150 | 0 | 150 | 300 |" in done.stdout
+    assert all(f"-   user old{i:03d}  # user not in manifest" in done.stdout for i in range(150))
+    assert done.stdout.index("-   user old149") < done.stdout.index("<details>")
+    assert len(done.stdout) < 65_536
+
+
+def test_show_prints_a_saved_plan_byte_for_byte_as_plan_did(tmp_path):
+    repo = tmp_path / "repo"
+    manifest = checkout(repo)
+    target = f"local:{tmp_path / 'lib.db'}"
+    assert facesync("apply", "deploy/faceset.yaml", "--target", target, "--yes", cwd=repo,
+                    cache=tmp_path / "c").returncode == 0
+    (manifest.parent / "faces" / "bob2.png").write_bytes(images.png(22))
+    manifest.write_text(MANIFEST.replace("faces/bob.png", "faces/bob2.png").replace("Alice", "Alice \u202e Z"))
+    for fmt in ("text", "json", "markdown"):
+        made = facesync("plan", "deploy/faceset.yaml", "--target", target, "--format", fmt, "--out",
+                        f"plan-{fmt}.json", cwd=repo, cache=tmp_path / "c")
+        assert made.returncode == 0, made.stderr
+        shown = facesync("show", str(repo / f"plan-{fmt}.json"), "--format", fmt, cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout == made.stdout
+    text = facesync("show", str(repo / "plan-text.json"), cwd=tmp_path).stdout
+    assert "- face faces/bob.png (" in text  # the removed face, named by the photo it came from
+    assert "\u202e" not in text and "Alice \\u202e Z" in text
+
+
+# ---- an edited and re-signed plan ------------------------------------------------------------------------
+
+
+def resign(path: Path, edit) -> None:
+    document = json.loads(path.read_text())
+    edit(document)
+    document["checksum"] = planfile.checksum(document)
+    path.write_text(json.dumps(document))
+
+
+def test_a_re_signed_plan_cannot_delete_a_protected_group(tmp_path):
+    repo = tmp_path / "repo"
+    checkout(repo)
+    db = tmp_path / "lib.db"
+    target = f"local:{db}"
+    assert facesync("apply", "deploy/faceset.yaml", "--target", target, "--yes", cwd=repo,
+                    cache=tmp_path / "c").returncode == 0
+    (repo / "deploy" / "faces" / "dave.png").write_bytes(images.png(4))
+    (repo / "deploy" / "faceset.yaml").write_text(MANIFEST + "      dave: {images: [faces/dave.png]}\n")
+    assert facesync("plan", "deploy/faceset.yaml", "--target", target, "--out", "plan.json", cwd=repo,
+                    cache=tmp_path / "c").returncode == 0
+
+    def delete_vip(document):
+        document["protected_groups"] = []
+        document["operations"].append({**document["operations"][-1], "index": len(document["operations"]),
+                                       "kind": "delete_group", "key": "delete_group:vip:::", "group_id": "vip",
+                                       "user_id": None, "face": None, "after": [], "expects": [],
+                                       "user_info": None, "reason": "group not in manifest"})
+
+    resign(repo / "plan.json", delete_vip)
+    refused = facesync("apply", "plan.json", "--force", cwd=repo, cache=tmp_path / "c")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "protected group vip" in refused.stderr
+    assert "vip" in library_state(db) and "dave" not in library_state(db)["vip"]
+
+
+def test_a_re_signed_plan_cannot_skip_force(tmp_path):
+    many = MANIFEST.replace("      bob: {images: [faces/bob.png]}\n",
+                            "".join(f"      u{i}: {{images: [faces/u{i}.png]}}\n" for i in range(12)))
+    repo = tmp_path / "repo"
+    manifest = checkout(repo, many, git=False)
+    for i in range(12):
+        (manifest.parent / "faces" / f"u{i}.png").write_bytes(images.png(100 + i))
+    db = tmp_path / "lib.db"
+    target = f"local:{db}"
+    assert facesync("apply", "deploy/faceset.yaml", "--target", target, "--yes", cwd=repo,
+                    cache=tmp_path / "c").returncode == 0
+    manifest.write_text(MANIFEST)  # u0..u11 go: 12 of 15 users and faces
+    made = facesync("plan", "deploy/faceset.yaml", "--target", target, "--out", "plan.json", "--detailed-exitcode",
+                    cwd=repo, cache=tmp_path / "c")
+    assert made.returncode == 3, made.stderr
+
+    def looks_safe(document):
+        document["safety"].update(unsafe=False, reasons=[], forced=True, existing=10_000, max_share=1.0)
+
+    resign(repo / "plan.json", looks_safe)
+    refused = facesync("apply", "plan.json", cwd=repo, cache=tmp_path / "c")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "--force" in refused.stderr and "unsafe" in refused.stdout
+    assert len(library_state(db)["staff"]) == 13
+    forced = facesync("apply", "plan.json", "--force", cwd=repo, cache=tmp_path / "c")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert set(library_state(db)["staff"]) == {"alice", "bob"}
+
+
+@pytest.mark.parametrize("source", ["/etc/passwd", "../outside.png", "faces/link.png", "faces/../../outside.png"])
+def test_a_re_signed_plan_cannot_read_outside_its_folder(tmp_path, source):
+    repo = tmp_path / "repo"
+    manifest = checkout(repo, git=False)
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(images.png(66))
+    (manifest.parent / "faces" / "link.png").symlink_to(outside)
+    target = f"local:{tmp_path / 'lib.db'}"
+    assert facesync("plan", "deploy/faceset.yaml", "--target", target, "--out", "plan.json", cwd=repo,
+                    cache=tmp_path / "c").returncode == 0
+    secret = Path(source) if source.startswith("/") else outside
+
+    def point_outside(document):
+        face = next(op["face"] for op in document["operations"] if op["face"])
+        face["source"] = source
+        face["sha256"] = hashlib.sha256(secret.read_bytes()).hexdigest()
+
+    resign(repo / "plan.json", point_outside)
+    refused = facesync("apply", "plan.json", cwd=repo, cache=tmp_path / "c")
+    assert refused.returncode == 1
+    assert f"  - {source}: " in refused.stderr
+    assert "not a path inside the manifest's folder" in refused.stderr or "leads outside" in refused.stderr
+    assert library_state(tmp_path / "lib.db") == {}
+
+
+# ---- the pieces under the command line ------------------------------------------------------------------
+
+
+def test_the_executor_uploads_only_the_reviewed_bytes(library, tmp_path):
+    from facesync import apply as executor
+    from facesync.model import ImageKind
+    from facesync.plan.ops import FaceSource, Operation, OpKind, Plan
+
+    photo = tmp_path / "bob.png"
+    photo.write_bytes(images.png(2))
+    reviewed = hashlib.sha256(images.png(2)).hexdigest()
+    face = FaceSource(ImageKind.FILE, "bob.png", str(photo), sha256=reviewed)
+    plan = Plan((Operation(OpKind.CREATE_GROUP, "g"), Operation(OpKind.ADD_FACE, "g", "bob", face=face, after=(0,))),
+                target=library.identity)
+    photo.write_bytes(images.png(3))  # changed between the checks and the upload
+    result = executor.execute(plan, library)
+    assert [r.outcome for r in result.results] == [executor.DONE, executor.FAILED]
+    assert "bob.png changed after the plan was made" in result.results[1].error_msg
+    assert library.group_getusers("g").ids == ()
+
+
+def test_removed_faces_are_named_from_the_manifest_and_the_cache(tmp_path):
+    from facesync.cache import TokenCache
+    from facesync.model import Desired, DesiredGroup, DesiredImage, DesiredUser, ImageKind, Origin
+    from facesync.plan.ops import Expect, Operation, OpKind, Plan
+    from facesync.workflow import removed_face_names
+
+    photo = tmp_path / "faces" / "old.png"
+    photo.parent.mkdir()
+    photo.write_bytes(images.png(5))
+    cache = TokenCache(tmp_path / "tokens.sqlite3")
+    cache.record_upload(str(photo), hashlib.sha256(images.png(5)).hexdigest(), "t" * 32)
+    entry = DesiredImage(ImageKind.FACE_TOKEN, "e" * 32, face_token="e" * 32, origin=Origin("faceset.yaml", 12, 9))
+    desired = Desired((DesiredGroup("g", (DesiredUser("other", (entry,)),)),), manifest_path=str(tmp_path / "m.yaml"))
+    expect = Expect("g", "u", True, ("e" * 32, "t" * 32, "x" * 32))
+    plan = Plan(tuple(Operation(OpKind.DELETE_FACE, "g", "u", face_token=token, expects=(expect,))
+                      for token in ("e" * 32, "t" * 32, "x" * 32)), target="local:x")
+    try:
+        names = removed_face_names(plan, desired, cache, str(tmp_path))
+    finally:
+        cache.close()
+    assert names == {"e" * 32: "face_token entry at faceset.yaml:12:9", "t" * 32: "faces/old.png"}

@@ -391,7 +391,11 @@ class _Run:
         if face.kind is ImageKind.FILE:
             with open(face.path or face.source, "rb") as handle:
                 data = handle.read()
-            return Image.from_bytes(data), hashlib.sha256(data).hexdigest()
+            digest = hashlib.sha256(data).hexdigest()
+            if face.sha256 is not None and digest != face.sha256:  # never upload what was not reviewed
+                raise _NotAsWanted(f"{face.source} changed after the plan was made (sha256 {digest[:12]}..., "
+                                   f"planned {face.sha256[:12]}...); make a new plan")
+            return Image.from_bytes(data), digest
         if face.kind is ImageKind.URL:
             return Image.from_url(face.source), None
         return Image.from_face_token(face.face_token or face.source), None

@@ -5,10 +5,16 @@ changing), plan, show the plan, refuse an unsafe plan (exit 3) unless ``--force`
 manifest only: a plan file was reviewed already, as with ``terraform apply PLAN``), run, verify, report.
 
 - ``MANIFEST|PLAN.json`` is told apart by content: a JSON object with ``format_version`` is a plan file.
-- A plan file is applied exactly: its checksum must hold, the library it was made for must be the one
-  opened (target: ``--target``, ``FACESYNC_TARGET``, else the plan's own), and every live fact it was
-  planned on must still hold; otherwise it is refused (exit 1) naming what moved. ``--group``/``--user``
-  cannot narrow a reviewed plan and are refused with one.
+- A plan file is applied exactly: its checksum must hold; its image files are found under the
+  manifest's folder in this checkout (``--chdir DIR``, else the git checkout around the working folder,
+  else the working folder; stderr says which) and must have the content that was planned, before
+  anything is opened; the library it was made for must be the one opened (target: ``--target``,
+  ``FACESYNC_TARGET``, else the plan's own); and every live fact it was planned on must still hold.
+  Otherwise it is refused (exit 1) naming each image or fact. ``--group``/``--user`` cannot narrow a
+  reviewed plan and are refused with one.
+- What can be recomputed is not taken from the file (``plan/trust.py``): safety is counted again from
+  the operations and the library, protected groups come from the manifest too when it is there, and
+  only ``--force`` given here passes an unsafe plan.
 - No terminal on stdin and no ``--yes``: refused after the plan is shown (exit 1).
 - Progress: a bar on a terminal; otherwise a plain line every tenth of the work (every 10 to 100
   operations) and one per failure, on stderr. ``-q`` hides them. ``--report FILE`` is written
@@ -22,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 
 import click
 
@@ -48,6 +55,7 @@ from facesync.errors import (
 from facesync.files import write_atomically
 from facesync.lock import library_lock
 from facesync.logs import redact
+from facesync.model import Desired, ImageKind
 from facesync.plan.ops import Plan
 from facesync.targets import TargetSpec, choose_target, open_target, parse_target
 
@@ -70,11 +78,14 @@ SHOWN_FAILURES = 20
 @click.option("--lock-timeout", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="SECONDS",
               help="Wait up to SECONDS for another apply's lock on the library.")
 @click.option("--break-lock", is_flag=True, help="Remove a dead apply's lock on a remote library first.")
+@click.option("--chdir", "chdir", metavar="DIR", type=click.Path(file_okay=False, exists=True), default=None,
+              help="PLAN.json only: the checkout its image paths are relative to (default: the git checkout "
+                   "around the working folder, else the working folder).")
 @no_color_option
 @click.pass_context
 def command(ctx: click.Context, source: str, target: str | None, yes: bool, force: bool, qps: float | None,
             concurrency: int, report_path: str | None, groups: tuple[str, ...], users: tuple[str, ...],
-            verify: str, lock_timeout: float, break_lock: bool, no_color: bool) -> int:
+            verify: str, lock_timeout: float, break_lock: bool, chdir: str | None, no_color: bool) -> int:
     """Make the library match MANIFEST (asks first), or apply a saved PLAN.json exactly.
 
     \b
@@ -85,8 +96,11 @@ def command(ctx: click.Context, source: str, target: str | None, yes: bool, forc
     """
     options = _Options(force=force, yes=yes, concurrency=concurrency, report_path=report_path, verify=verify,
                        lock_timeout=lock_timeout, break_lock=break_lock, color=use_color(no_color),
-                       quiet=(ctx.obj or {}).get("verbosity", 0) < 0)
+                       quiet=(ctx.obj or {}).get("verbosity", 0) < 0, chdir=chdir)
     text = _plan_text(source)
+    if text is None and chdir:
+        raise ConfigError("--chdir goes with a saved PLAN.json only",
+                          hint="a manifest's image paths are relative to the manifest itself")
     if text is not None:
         if groups or users:
             raise ConfigError("--group and --user cannot narrow a saved plan: it is applied exactly",
@@ -152,10 +166,11 @@ def _apply_manifest(path: str, target: str | None, qps: float | None, groups: tu
 
 
 def _apply_plan_file(text: str, target: str | None, qps: float | None, options: _Options) -> int:
-    from facesync.plan import planfile
+    from facesync.plan import planfile, trust
     from facesync.workflow import close_library, open_cache
 
     plan = planfile.load_plan(text)
+    plan, desired = _find_files(plan, options.chdir)
     spec = _plan_target(plan, target)
     library = open_target(spec, qps=qps, concurrency=options.concurrency)
     try:
@@ -171,17 +186,43 @@ def _apply_plan_file(text: str, target: str | None, qps: float | None, options: 
                 more = f"\n  ... and {len(moved) - 50} more" if len(moved) > 50 else ""
                 raise PlanStaleError(f"the library has changed since this plan was made:\n{shown}{more}",
                                      hint="make a new plan (facesync plan MANIFEST --out PLAN.json) and review it")
+            live_users = trust.read_scope(plan, desired, library, concurrency=options.concurrency)
+            plan = replace(plan, safety=trust.recount_safety(plan, live_users, desired, force=options.force))
             _show(plan, options)
             if plan.empty:
                 return EXIT_OK
             _refuse_unsafe(plan, options)
             cache = open_cache(library)
             try:
-                return _run(plan, library, cache, spec, options, ())
+                return _run(plan, library, cache, spec, options, trust.protected_groups(plan, desired))
             finally:
                 cache.close()
     finally:
         close_library(library)
+
+
+def _find_files(plan: Plan, chdir: str | None) -> tuple[Plan, Desired | None]:
+    """The plan with its images found (and checked) in this checkout, then the manifest beside them when
+    it is there; refuses, before anything is opened or written, when an image is missing or differs."""
+    from facesync import manifest
+    from facesync.cache import FileHashes
+    from facesync.checkout import apply_roots
+    from facesync.plan.uploads import bind, find_checkout
+    from facesync.workflow import file_hasher
+
+    def load(path: str) -> Desired:
+        return manifest.load(path, hash_images=False).desired
+
+    found = find_checkout(plan, apply_roots(chdir, plan.planned_in), lambda path: load(path).digest)
+    if any(op.face is not None and op.face.kind is ImageKind.FILE for op in plan.operations):
+        click.echo(f"Images: paths in the plan are relative to {found.base}, the manifest's folder in "
+                   f"{found.root.describe()}.", err=True)
+    hashes = FileHashes.default()
+    try:
+        plan = bind(plan, found.base, file_hasher(hashes))
+    finally:
+        hashes.close()
+    return plan, load(found.manifest) if found.manifest else None
 
 
 def _plan_target(plan: Plan, flag: str | None) -> TargetSpec:
@@ -205,7 +246,7 @@ def _show(plan: Plan, options: _Options) -> None:
 
 
 def _refuse_unsafe(plan: Plan, options: _Options) -> None:
-    if plan.safety.unsafe and not plan.safety.forced and not options.force:
+    if plan.safety.unsafe and not options.force:
         raise PlanRefusedError(
             "refusing an unsafe plan: " + "; ".join(plan.safety.reasons),
             hint="check that the manifest is complete; if these deletions are wanted, pass --force",

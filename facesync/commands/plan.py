@@ -28,7 +28,7 @@ from facesync.commands.options import (
 from facesync.errors import EXIT_CHANGES, EXIT_OK, EXIT_UNSAFE, ConfigError
 from facesync.plan import planfile
 from facesync.plan.ops import Plan
-from facesync.plan.render import render_json, render_markdown, render_text
+from facesync.plan.render import render
 from facesync.workflow import plan_manifest
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,6 @@ def exit_code(plan: Plan, detailed: bool) -> int:
     if plan.safety.unsafe and not plan.safety.forced:
         return EXIT_UNSAFE
     return EXIT_CHANGES
-
-
-def render(plan: Plan, fmt: str, *, color: bool) -> str:
-    if fmt == "json":
-        return render_json(plan)
-    if fmt == "markdown":
-        return render_markdown(plan)
-    return render_text(plan, color=color)
 
 
 @click.command("plan")
@@ -92,7 +84,9 @@ def command(manifest_path: str, target: str | None, fmt: str, out: str | None, d
     click.echo(text, nl=not text.endswith("\n"))
     if out:
         planfile.write_plan(plan, out)
-        click.echo(f"Saved the plan to {out}; apply exactly it with: facesync apply {out}", err=True)
+        where = (f"; its image paths are relative to the folder of {plan.manifest} in {plan.planned_in}"
+                 if plan.manifest else "")
+        click.echo(f"Saved the plan to {out}{where}. Apply exactly it with: facesync apply {out}", err=True)
     if plan.safety.unsafe and not plan.safety.forced:
         log.warning("this plan is unsafe (%s): apply will refuse it without --force",
                     "; ".join(plan.safety.reasons))

@@ -8,6 +8,7 @@ so that a saved plan can be checked against the library before it is applied.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -61,15 +62,18 @@ _PHASES = {
 class FaceSource:
     """What an add or an update sends.
 
-    FILE: the bytes at ``path`` (``source`` is the manifest-relative path shown to people); URL: ``source``;
-    FACE_TOKEN: ``face_token``. ``face_token`` is also set for FILE/URL sources whose token is known
-    (resolved), so the executor can verify the result and a re-run can recognise the face.
+    FILE: the bytes at ``path`` (``source`` is the path relative to the manifest's folder, shown to people
+    and saved in plan files); URL: ``source``; FACE_TOKEN: ``face_token``. ``face_token`` is also set for
+    FILE/URL sources whose token is known (resolved), so the executor can verify the result and a re-run
+    can recognise the face. ``sha256``: for FILE, the content that was planned (and reviewed); the
+    executor refuses to upload other bytes.
     """
 
     kind: ImageKind
     source: str
     path: str | None = None
     face_token: str | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,10 @@ class Plan:
     notes: tuple[str, ...] = field(default=())  # what the reader should know: skipped groups, etc.
     qps: float | None = None  # the rate the time estimate assumes (None: no limit, no estimate)
     protected_groups: tuple[str, ...] = ()  # the policy's protected groups: apply refuses to delete them
+    manifest: str = ""  # the manifest file, relative to the checkout (or folder) it was planned in
+    planned_in: str = ""  # that checkout (or folder), absolute: found again there only if it still holds it
+    commit: str = ""  # the git commit of that checkout, when it was one
+    face_names: Mapping[str, str] = field(default_factory=dict)  # face_token -> how people know that face
 
     @property
     def calls(self) -> int:

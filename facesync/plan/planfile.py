@@ -1,13 +1,24 @@
-"""The JSON form of a Plan: what ``plan --out`` writes and ``apply PLAN.json`` reads back.
+"""The JSON form of a Plan: what ``plan --out`` writes, ``apply PLAN.json`` runs and ``show`` renders.
 
-The document follows ``schemas/plan.schema.json`` (``format_version`` 1). ``checksum`` is
+The document follows ``schemas/plan.schema.json`` (``format_version`` 2). ``checksum`` is
 ``sha256:<hex>`` over the canonical JSON (sorted keys, no spaces, UTF-8) of every other field, as
-octoDNS's ``--checksum``: a plan edited after review no longer loads. Fields derived from others
-(``summary``, ``calls``, each operation's ``index``, ``endpoint`` and ``key``) are there for readers and
-tools; loading rebuilds the Plan from the primary fields, so ``load_plan(dump_plan(p)) == p``.
-Loading refuses, with ``PlanFileError``, anything that is not a valid plan of this format, and with
-``PlanStaleError`` a plan whose checksum does not match.
-Whether the library still matches the plan's ``expects`` is the executor's check, not this module's.
+octoDNS's ``--checksum``: it detects a plan changed after it was written (a bad merge, a hand edit, a
+truncated copy), not who wrote it, since anyone can compute it again. What ``apply`` can recompute it
+does not take from the file (see ``commands/apply.py`` and ``plan/trust.py``).
+
+A plan file is portable: an image is saved as its path relative to the manifest's folder (``source``)
+with the sha256 of the bytes that were planned, and ``manifest`` says where that folder is, relative to
+the checkout (or folder) the plan was made in; the only absolute path saved is that checkout's
+(``planned_in``), used only when it still holds the very manifest the plan was made from. Everything the views show is
+saved too (notes, the manifest and commit, the names of removed faces), so ``show`` renders a saved plan
+exactly as ``plan`` did. Fields derived from others (``summary``, ``calls``, each operation's
+``index``, ``endpoint`` and ``key``) are there for readers and tools; loading rebuilds the Plan from the
+primary fields, so ``dump_plan(load_plan(dump_plan(p))) == dump_plan(p)``.
+
+Loading refuses, with ``PlanFileError``, anything that is not a valid plan of this format (format 1
+files, which saved absolute paths and no image hashes, included), and with ``PlanStaleError`` a plan
+whose checksum does not match. Whether the library still matches the plan's ``expects`` is the
+executor's check, not this module's.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from facesync.files import write_atomically
 from facesync.model import ImageKind
 from facesync.plan.ops import Expect, FaceSource, Operation, OpKind, Plan, Safety
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # JSON Schema validation costs about 0.3 ms an operation: beyond this many, the schema checks the header
 # and the first operations; the checksum proves the rest was written by facesync, and rebuilding the
 # operations still refuses a malformed one.
@@ -47,7 +58,7 @@ def checksum(document: dict) -> str:
 def _face(face: FaceSource | None) -> dict | None:
     if face is None:
         return None
-    return {"kind": face.kind.value, "source": face.source, "path": face.path, "face_token": face.face_token}
+    return {"kind": face.kind.value, "source": face.source, "face_token": face.face_token, "sha256": face.sha256}
 
 
 def _expect(expect: Expect) -> dict:
@@ -110,8 +121,12 @@ def to_document(plan: Plan) -> dict:
             "reasons": list(safety.reasons),
             "forced": safety.forced,
         },
+        "manifest": plan.manifest,
+        "planned_in": plan.planned_in,
+        "commit": plan.commit or None,
         "notes": list(plan.notes),
         "protected_groups": list(plan.protected_groups),
+        "face_names": dict(sorted(plan.face_names.items())),
         "operations": [_operation(index, op) for index, op in enumerate(plan.operations)],
     }
     document["checksum"] = checksum(document)
@@ -145,9 +160,13 @@ def load_plan(path_or_text: str | os.PathLike) -> Plan:
                             hint="pass a file written by `facesync plan --out`") from None
     if not isinstance(document, dict) or "format_version" not in document:
         raise PlanFileError(f"{name} is not a facesync plan", hint="pass a file written by `facesync plan --out`")
-    if document["format_version"] != FORMAT_VERSION:
-        raise PlanFileError(f"{name} has plan format {document['format_version']!r}; this facesync reads "
-                            f"format {FORMAT_VERSION}", hint="plan again with this version of facesync")
+    version = document["format_version"]
+    if version != FORMAT_VERSION:
+        why = (" (format 1 saved absolute image paths and no image hashes, so it could not be checked)"
+               if version == 1 else "")
+        raise PlanFileError(f"{name} has plan format {version!r}; this facesync reads format {FORMAT_VERSION}{why}",
+                            hint="make the plan again with this version of facesync (facesync plan --out) "
+                                 "and review it")
     operations = document.get("operations")
     if isinstance(operations, list) and len(operations) > SCHEMA_CHECKED_OPERATIONS:
         _validate({**document, "operations": operations[:SCHEMA_CHECKED_OPERATIONS]}, name)
@@ -204,6 +223,10 @@ def from_document(document: dict) -> Plan:
         notes=tuple(document["notes"]),
         qps=document["qps"],
         protected_groups=tuple(document["protected_groups"]),
+        manifest=document["manifest"],
+        planned_in=document["planned_in"],
+        commit=document["commit"] or "",
+        face_names=dict(document["face_names"]),
     )
 
 
@@ -213,7 +236,7 @@ def _load_operation(op: dict) -> Operation:
         kind=OpKind(op["kind"]),
         group_id=op["group_id"],
         user_id=op["user_id"],
-        face=FaceSource(ImageKind(face["kind"]), face["source"], face["path"], face["face_token"])
+        face=FaceSource(ImageKind(face["kind"]), face["source"], None, face["face_token"], face["sha256"])
         if face is not None else None,
         face_token=op["face_token"],
         user_info=op["user_info"],

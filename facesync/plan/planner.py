@@ -66,7 +66,7 @@ def _now() -> str:
 
 
 def _face_source(image: DesiredImage) -> FaceSource:
-    return FaceSource(image.kind, image.source, image.path, image.face_token)
+    return FaceSource(image.kind, image.source, image.path, image.face_token, image.sha256)
 
 
 def _token_source(token: str) -> FaceSource:
