@@ -12,12 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
 
 from facesync.local.store import LocalLibrary
 from facesync.plan import planfile
 from tests.support import images
 from tests.test_apply import seed_library, snapshot, token_of
 from tests.test_apply_faults import write_faults, write_manifest
+from tests.test_planner_properties import live_of, scenarios
 
 
 def facesync(*args: str, cwd=None, env: dict | None = None, cache=None) -> subprocess.CompletedProcess:
@@ -369,3 +371,24 @@ def test_removed_faces_are_named_from_the_manifest_and_the_cache(tmp_path):
     finally:
         cache.close()
     assert names == {"e" * 32: "face_token entry at faceset.yaml:12:9", "t" * 32: "faces/old.png"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(scenarios())
+def test_apply_counts_safety_as_the_planner_did(scenario):
+    """With the manifest beside the plan, the recount from operations and library equals the planner's,
+    except that a group that does not prune may hold faces beyond the manifest's that only a face read
+    would count: there the recount is lower, so never less strict."""
+    from facesync.plan.planner import make_plan
+    from facesync.plan.trust import recount_safety, scope_groups
+
+    state, desired, _ = scenario
+    plan = make_plan(desired, live_of(state, desired), created_at="t")
+    live_users = {gid: tuple(state[gid]) for gid in scope_groups(plan, desired) if gid in state}
+    recount = recount_safety(plan, live_users, desired, force=False)
+    assert recount.deleting == plan.safety.deleting
+    assert recount.existing <= plan.safety.existing
+    if all(group.prune for group in desired.groups):
+        assert recount.existing == plan.safety.existing
+        assert recount.unsafe == plan.safety.unsafe
+    assert recount.unsafe >= plan.safety.unsafe

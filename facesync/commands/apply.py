@@ -25,6 +25,7 @@ manifest only: a plan file was reviewed already, as with ``terraform apply PLAN`
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -210,6 +211,7 @@ def _find_files(plan: Plan, chdir: str | None) -> tuple[Plan, Desired | None]:
     from facesync.plan.uploads import bind, find_checkout
     from facesync.workflow import file_hasher
 
+    @functools.lru_cache(maxsize=2)  # the folder the plan was made in is read once to check its digest
     def load(path: str) -> Desired:
         return manifest.load(path, hash_images=False).desired
 

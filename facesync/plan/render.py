@@ -287,14 +287,14 @@ def _changed_user_lines(user_id: str, ops: list[Operation], effect: UserEffect) 
                                                    and face_key(op.face) in (effect.before or ())):
             continue
         reason = "replaces every face" if op.kind is OpKind.UPDATE_USER else op.reason
-        body.append(Line("+", 2, f"face {_show_face(op.face)}", reason))
+        body.append(Line("+", 2, f"face {_show_face(op.face)}", reason, ops=1))
     if not body:
         return []
     parts = [_count(len(effect.added))] if effect.added else []
     if effect.info_changed:
         parts.append("user_info")
-    calls = sum(1 for op in ops if op.kind is not OpKind.DELETE_FACE)
-    return [Line("~", 1, f"user {user_id}", ", ".join(parts), ops=calls), *body]
+    mechanics = sum(1 for op in ops if op.kind is not OpKind.DELETE_FACE) - sum(line.ops for line in body)
+    return [Line("~", 1, f"user {user_id}", ", ".join(parts), ops=mechanics), *body]
 
 
 def _faces(n: int) -> str:

@@ -7,11 +7,14 @@ library), and recomputes the rest:
 
 - Safety: the deletes are counted from the operations (``effects.deletes``) and what exists is read
   from the library, as the planner counts them: every user of the groups the plan touches (and of the
-  manifest's groups, when the manifest is there) is one, plus the faces of the users the plan changes
-  (from the facts checked against the library) and of the manifest's users it leaves alone (their
-  images). The limits come from the manifest's policy when it is there, else from the file. The plan is
-  unsafe when this count says so or when the file says so; ``--force`` given to apply is the only way
-  past it (the file's ``forced`` is not read).
+  manifest's groups, when the manifest is there) is one, plus the faces of the users the manifest names
+  (without it: of the users the plan changes): from the facts checked against the library for users
+  the plan touches, from the manifest's images for the others. This equals the planner's count, except
+  in a group that does not prune, where a user left alone may hold more faces than the manifest lists:
+  there it is lower, so never less strict; reading every face would cost a call per user. The limits
+  come from the manifest's policy when it is there, else from the file. The plan is unsafe when this
+  count says so or when the file says so; ``--force`` given to apply is the only way past it (the
+  file's ``forced`` is not read).
 - Protected groups: the manifest's, when it is there, together with the file's: never fewer than the
   plan's own.
 - Image files: only inside the manifest's folder, with the content that was planned (``uploads.py``).
@@ -47,20 +50,28 @@ def read_scope(plan: Plan, desired: Desired | None, library: FaceLibrary, *, con
 
 
 def count_existing(plan: Plan, live_users: Mapping[str, Collection[str]], desired: Desired | None) -> int:
-    """Users, faces and groups in scope before the plan, by the planner's rule."""
+    """Users, faces and groups in scope before the plan, by the planner's rule: a user is one, and the
+    faces of a user the manifest names count too (without the manifest: of a user the plan changes)."""
     faces: dict[tuple[str, str], int] = {}
+    named: set[tuple[str, str]] | None = None
     if desired is not None:
+        named = set()
         for group in desired.groups:
             for user in group.users:
+                named.add((group.group_id, user.user_id))
                 faces[(group.group_id, user.user_id)] = len({image.face_token or image.source
                                                              for image in user.images})
     for op in plan.operations:
+        subject = (op.group_id, op.user_id)
+        if op.user_id is None or (named is None and op.kind is OpKind.DELETE_USER):
+            continue
         for expect in op.expects:
-            if expect.user_id is not None and expect.exists and expect.face_tokens is not None:
-                faces[(expect.group_id, expect.user_id)] = len(expect.face_tokens)
+            if (expect.group_id, expect.user_id) == subject and expect.exists and expect.face_tokens is not None:
+                faces[subject] = len(expect.face_tokens)
     existing = sum(1 for op in plan.operations if op.kind is OpKind.DELETE_GROUP)
     for group_id, users in live_users.items():
-        existing += sum(1 + faces.get((group_id, user_id), 0) for user_id in users)
+        existing += sum(1 + (faces.get((group_id, user_id), 0)
+                             if named is None or (group_id, user_id) in named else 0) for user_id in users)
     return existing
 
 
