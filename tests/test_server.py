@@ -84,14 +84,6 @@ def test_missing_and_unknown_tokens(server):
     assert requests.post(url, params={"access_token": real}, json={}, timeout=10).json()["error_code"] == 0
 
 
-def test_token_survives_a_restart_with_the_same_keys(serve, tmp_path):
-    first = serve(db=str(tmp_path / "lib.db"))
-    token = fetch_token(first)["access_token"]
-    first.stop()
-    second = serve(db=str(tmp_path / "lib.db"))
-    assert ApiClient(second, token).call("faceset/group/getlist")["error_code"] == 0
-
-
 def test_expired_token_is_111(serve):
     server = serve("--token-ttl", "1")
     token = fetch_token(server)

@@ -8,6 +8,7 @@ BAIDU_API_KEY / BAIDU_SECRET_KEY / BAIDU_APP_ID; they are never printed.
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import click
 from facesync import logs
 from facesync.errors import ConfigError
 from facesync.local.faults import FaultInjector, image_check_for, load_faults
-from facesync.local.server import DEFAULT_TOKEN_TTL, FaceApi, FaceServer, ServerSettings
+from facesync.local.server import DEFAULT_IDLE_TIMEOUT, DEFAULT_TOKEN_TTL, FaceApi, FaceServer, ServerSettings
 from facesync.local.store import BACKGROUND_DELETE_RATE, MAX_FACES_PER_USER, LocalLibrary
 from facesync.local.unknowns import CHOICES, ENV_VAR, LENIENT
 
@@ -59,13 +60,18 @@ DEFAULT_APP_ID = "10000001"
               show_default=True, metavar="FACES_PER_S", help="Speed of background group deletion.")
 @click.option("--loose-user-id-limits", is_flag=True,
               help="Take 128-byte user_ids on every endpoint (Baidu: 48 on all but user/add).")
+@click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_IDLE_TIMEOUT,
+              show_default=True, metavar="SECONDS", help="Close a connection that sends nothing for this long.")
+@click.option("--allow-default-keys-remote", is_flag=True,
+              help="Listen beyond loopback although the default keys are in use (anyone who can reach the "
+                   "server can then change the library).")
 @click.option("--unknowns", type=click.Choice(CHOICES), envvar=ENV_VAR, default=LENIENT, show_default=True,
               help="How to answer where Baidu's docs are silent: the kind answer, or the one most dangerous "
                    f"for a client [env {ENV_VAR}].")
 def command(db: str, host: str, port: int, qps: int | None, latency_ms: int, faults_file: str | None,
             journal_file: str | None, api_key: str, secret_key: str, app_id: str, token_ttl: int,
             max_faces_per_user: int, background_group_delete: bool, group_delete_rate: float,
-            loose_user_id_limits: bool, unknowns: str) -> int:
+            loose_user_id_limits: bool, idle_timeout: float, allow_default_keys_remote: bool, unknowns: str) -> int:
     """Serve a local face library over Baidu's Face V3 HTTP protocol.
 
     \b
@@ -80,9 +86,17 @@ def command(db: str, host: str, port: int, qps: int | None, latency_ms: int, fau
         logs.register_secret(secret)
     if not api_key or not secret_key or not app_id:
         raise ConfigError("--api-key, --secret-key and --app-id must not be empty")
+    default_keys = api_key == DEFAULT_API_KEY or secret_key == DEFAULT_SECRET_KEY
+    if default_keys and not _is_loopback(host):
+        if not allow_default_keys_remote:
+            raise ConfigError(f"refusing to listen on {host} with the default keys: anyone who can reach it could "
+                              "read and change the library",
+                              hint="set --api-key and --secret-key (or BAIDU_API_KEY and BAIDU_SECRET_KEY), listen "
+                                   "on 127.0.0.1, or pass --allow-default-keys-remote")
+        click.echo(f"facesync serve: warning: listening on {host} with the default keys", err=True)
     faults = load_faults(faults_file) if faults_file else None
     settings = ServerSettings(api_key=api_key, secret_key=secret_key, app_id=app_id, token_ttl=token_ttl,
-                              qps=qps, latency_ms=latency_ms, journal_path=journal_file)
+                              qps=qps, latency_ms=latency_ms, journal_path=journal_file, idle_timeout=idle_timeout)
     library = _open_library(db, max_faces_per_user=max_faces_per_user or None, unknowns=unknowns,
                             background_group_delete=background_group_delete, group_delete_rate=group_delete_rate,
                             user_id_limits_per_endpoint=not loose_user_id_limits,
@@ -99,6 +113,17 @@ def command(db: str, host: str, port: int, qps: int | None, latency_ms: int, fau
     finally:
         library.close()
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    """True only for addresses that cannot be reached from another machine (names other than localhost
+    count as reachable: what they resolve to can change)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _open_library(db: str, **options) -> LocalLibrary:

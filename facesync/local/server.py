@@ -7,8 +7,16 @@ call counters and a journal of every mutating call.
 
 Choices where the contract is silent:
 - Tokens are signed, not stored: the 32 hex of ``24.<hex>.<ttl>.<time>.<n>-<app id>`` is an HMAC of the
-  rest under the secret key, so a token stays valid across a restart with the same keys (as Baidu's
-  do), a token of other keys or a forged one is 110, and one older than its ttl is 111.
+  rest under a key drawn at random when the server starts, mixed with the secret key. Nobody can make
+  a token offline, not even with the well-known default keys; a token of another server run, of other
+  keys or a forged one is 110 (clients fetch a new one), and one older than its ttl is 111.
+- The admin endpoints (``/_facesync/...``) want a valid access_token too (query or body), and answer
+  HTTP 401 without one: the journal holds user_info, and reset clears what tests rely on.
+- A request the server refuses before reading its body (HTTP 400 or 413) is answered with
+  ``Connection: close`` and the connection is closed: the unread body is never read as further requests.
+  A body that is not JSON, or is nested too deep to parse, counts as no parameters (so the call is
+  answered with the error its missing parameters earn). A connection idle for ``idle_timeout`` seconds
+  is closed, so idle sockets do not keep threads for ever.
 - Order of checks for an API call: unknown path (3), access_token (100/110/111), the QPS window (18),
   injected faults, then the library's own checks. Latency delays every API answer, errors included.
 - QPS: a sliding one-second window of *admitted* calls; a call is refused with 18 when N calls were
@@ -69,6 +77,7 @@ TOKEN_PATH = "/oauth/2.0/token"
 ADMIN_PREFIX = "/_facesync/"
 LIBRARY_THREADS = 8
 DEFAULT_TOKEN_TTL = 2592000  # 30 days, as Baidu's tokens
+DEFAULT_IDLE_TIMEOUT = 30.0  # seconds a keep-alive connection may wait for its next request
 MAX_BODY_BYTES = 16 * 1024 * 1024  # above Baidu's 10 MB request limit; protects the process, not the contract
 TOKEN_SCOPE = ("public brain_all_scope vis-faceverify_FACE_V3 vis-faceverify_faceverify_h5-face-liveness "
                "wise_adapt lebo_resource_base lightservice_public oauth_sessionkey")
@@ -91,6 +100,7 @@ class ServerSettings:
     qps: int | None = None
     latency_ms: int = 0
     journal_path: str | None = None
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
 
 
 class TokenAuthority:
@@ -98,6 +108,8 @@ class TokenAuthority:
 
     def __init__(self, settings: ServerSettings):
         self._settings = settings
+        # A fresh key per server run: tokens cannot be computed from the (possibly public) secret key.
+        self._signing_key = hmac.new(secrets.token_bytes(32), settings.secret_key.encode(), hashlib.sha256).digest()
 
     def issue(self, client_id: str | None, client_secret: str | None) -> tuple[int, dict]:
         """(HTTP status, JSON body) of the token endpoint."""
@@ -135,7 +147,7 @@ class TokenAuthority:
         return 111 if time.time() >= int(issued) + int(ttl) + 1 else 0
 
     def _sign(self, text: str) -> str:
-        return hmac.new(self._settings.secret_key.encode(), text.encode(), hashlib.md5).hexdigest()
+        return hmac.new(self._signing_key, text.encode(), hashlib.md5).hexdigest()
 
 
 class CallWindow:
@@ -170,6 +182,7 @@ class Stats:
     def __init__(self, window: CallWindow):
         self._window = window
         self._lock = threading.Lock()
+        self._connections = 0  # open client connections: not reset, it is a gauge
         self.reset()
 
     def reset(self) -> None:
@@ -180,6 +193,14 @@ class Stats:
             self._token_requests = 0
             self._qps_rejections = 0
         self._window.reset()
+
+    def connection_opened(self) -> None:
+        with self._lock:
+            self._connections += 1
+
+    def connection_closed(self) -> None:
+        with self._lock:
+            self._connections -= 1
 
     def count_call(self, endpoint: str) -> None:
         with self._lock:
@@ -209,6 +230,7 @@ class Stats:
                 "qps_rejections": self._qps_rejections,
                 "max_calls_in_one_second": self._window.max_in_one_second,
                 "token_requests": self._token_requests,
+                "open_connections": self._connections,
             }
 
 
@@ -485,7 +507,11 @@ class FaceApi:
         if delay > 0:
             time.sleep(delay / 1000)
 
-    def admin(self, method: str, what: str) -> tuple[int, dict]:
+    def admin(self, method: str, what: str, values: dict[str, Any]) -> tuple[int, dict]:
+        refusal = self.tokens.check(_as_text(values.get("access_token")))
+        if refusal:
+            return 401, {"error": "invalid_token", "error_code": refusal,
+                         "error_description": f"admin endpoints need a valid access_token: {message_for(refusal)}"}
         if method == "GET" and what == "stats":
             return 200, self.stats.snapshot()
         if method == "GET" and what == "journal":
@@ -517,6 +543,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
     sys_version = ""
     server: FaceServer
 
+    def setup(self) -> None:
+        self.timeout = self.server.api.settings.idle_timeout  # applies to every read and write
+        super().setup()
+        self.server.api.stats.connection_opened()
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.api.stats.connection_closed()
+
     def do_GET(self) -> None:
         self._handle("GET")
 
@@ -527,9 +564,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         try:
             body = self._read_body()
-        except ValueError as problem:
-            self._send_json(413 if "large" in str(problem) else 400, {"error": "bad_request",
-                                                                      "error_description": str(problem)})
+        except BodyRefused as refused:
+            # What is left of the body is unread: closing is the only way not to read it as requests.
+            self.close_connection = True
+            self._send_json(refused.status, {"error": "bad_request", "error_description": str(refused)},
+                            closing=True)
             return
         api = self.server.api
         if url.path == TOKEN_PATH:
@@ -541,31 +580,49 @@ class _RequestHandler(BaseHTTPRequestHandler):
         elif url.path.startswith("/rest/"):
             self._answer(api.call(url.path, {}))
         elif url.path.startswith(ADMIN_PREFIX):
-            self._send_json(*api.admin(method, url.path[len(ADMIN_PREFIX):].strip("/")))
+            values = {**dict(parse_qsl(url.query)), **_form(body)}
+            self._send_json(*api.admin(method, url.path[len(ADMIN_PREFIX):].strip("/"), values))
         else:
             self._send_json(404, {"error": "not_found", "error_description": "no such path"})
 
     def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        encoding = self.headers.get("Transfer-Encoding")
+        declared = self.headers.get("Content-Length")
+        if encoding is not None:
+            if encoding.strip().lower() != "chunked" or declared is not None:
+                raise BodyRefused(400, "unsupported Transfer-Encoding, or both it and Content-Length")
             return self._read_chunked()
-        length = int(self.headers.get("Content-Length") or 0)
+        if declared is None or declared.strip() == "":
+            return b""
+        if not declared.strip().isdigit():
+            raise BodyRefused(400, "bad Content-Length")
+        length = int(declared)
         if length > MAX_BODY_BYTES:
-            raise ValueError("request too large")
-        return self.rfile.read(length) if length > 0 else b""
+            raise BodyRefused(413, "request too large")
+        body = self.rfile.read(length)
+        if len(body) < length:
+            raise BodyRefused(400, "body shorter than its Content-Length")
+        return body
 
     def _read_chunked(self) -> bytes:
         parts, total = [], 0
         while True:
-            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            line = self.rfile.readline(1024).split(b";")[0].strip()
+            try:
+                size = int(line, 16)
+            except ValueError:
+                raise BodyRefused(400, "bad chunk size") from None
+            if size < 0:
+                raise BodyRefused(400, "bad chunk size")
             if size == 0:
-                while self.rfile.readline().strip():  # trailers
+                while self.rfile.readline(8192).strip():  # trailers
                     pass
                 return b"".join(parts)
             total += size
             if total > MAX_BODY_BYTES:
-                raise ValueError("request too large")
+                raise BodyRefused(413, "request too large")
             parts.append(self.rfile.read(size))
-            self.rfile.readline()
+            self.rfile.readline(1024)
 
     def _body_params(self, body: bytes) -> dict[str, Any]:
         if not body:
@@ -574,7 +631,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if kind == "application/json" or (kind != "application/x-www-form-urlencoded" and body.lstrip()[:1] == b"{"):
             try:
                 values = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
                 return {}
             return values if isinstance(values, dict) else {}
         return _form(body)
@@ -591,19 +648,32 @@ class _RequestHandler(BaseHTTPRequestHandler):
         else:
             self._send_json(200, outcome.body)
 
-    def _send_json(self, status: int, body: dict) -> None:
-        self._send(status, "application/json;charset=utf-8", json.dumps(body, ensure_ascii=False).encode())
+    def _send_json(self, status: int, body: dict, *, closing: bool = False) -> None:
+        self._send(status, "application/json;charset=utf-8", json.dumps(body, ensure_ascii=False).encode(),
+                   closing=closing)
 
-    def _send(self, status: int, content_type: str, payload: bytes) -> None:
+    def _send(self, status: int, content_type: str, payload: bytes, *, closing: bool = False) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
+        if closing:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(payload)
 
     def log_message(self, format: str, *args: Any) -> None:
         # The default would print the request line, query string (and so the access_token) included.
-        log.debug("%s %s", self.command, urlsplit(self.path).path)
+        # A connection that timed out before its request line has no command or path yet.
+        log.debug("%s %s: %s", getattr(self, "command", None), urlsplit(getattr(self, "path", "") or "").path,
+                  format % args if args else format)
+
+
+class BodyRefused(Exception):
+    """A request body the server will not read: ``status`` is the HTTP answer (400 or 413)."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
 
 
 def _form(body: bytes) -> dict[str, str]:
@@ -618,6 +688,7 @@ class FaceServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 1024  # a burst of clients waits in the kernel's queue, not in SYN retries
 
     def __init__(self, api: FaceApi, host: str = "127.0.0.1", port: int = 0):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET

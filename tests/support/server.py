@@ -27,22 +27,36 @@ class RunningServer:
     secret_key: str = SECRET_KEY
     app_id: str = APP_ID
     output: list = field(default_factory=list)
+    _admin_token: str | None = field(default=None, repr=False)
+    _admin_token_fetches: int = 0  # since the last reset; not the code under test's token requests
 
-    def admin(self, what: str) -> dict:
-        answer = requests.get(f"{self.base_url}/_facesync/{what}", timeout=10)
+    def admin(self, what: str, method: str = "GET") -> dict:
+        """An admin endpoint's answer; fetches (and renews, once refused) the access_token it needs."""
+        for renew in (False, True):
+            if renew or self._admin_token is None:
+                self._admin_token = fetch_token(self)["access_token"]
+                self._admin_token_fetches += 1
+            answer = requests.request(method, f"{self.base_url}/_facesync/{what}",
+                                      params={"access_token": self._admin_token}, timeout=10)
+            if answer.status_code != 401:
+                break
         answer.raise_for_status()
         return answer.json()
 
     def stats(self) -> dict:
-        """{"counters": {endpoint: calls}, "total": n, ...} since start or the last reset."""
-        return self.admin("stats")
+        """{"counters": {endpoint: calls}, "total": n, ...} since start or the last reset; token_requests
+        leaves out the tokens this helper fetched for itself."""
+        stats = self.admin("stats")
+        stats["token_requests"] -= self._admin_token_fetches
+        return stats
 
     def journal(self) -> list[dict]:
         """Every mutating call answered, in order: endpoint, parameters (images left out), error_code."""
         return self.admin("journal")["entries"]
 
     def reset(self) -> None:
-        requests.post(f"{self.base_url}/_facesync/reset", timeout=10).raise_for_status()
+        self.admin("reset", method="POST")
+        self._admin_token_fetches = 0
 
     def env(self) -> dict:
         """The environment a facesync process needs to use this server as its target."""
