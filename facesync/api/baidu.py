@@ -127,6 +127,15 @@ def _scrub_library_logs() -> None:
             _scrub_installed = True
 
 
+_call_observers: list[Callable[[CallRecord], None]] = []  # process-wide, beside each client's on_call
+
+
+def add_call_observer(observer: Callable[[CallRecord], None]) -> Callable[[], None]:
+    """Report every client's calls to ``observer`` as well (``--metrics-file``); returns what removes it."""
+    _call_observers.append(observer)
+    return lambda: _call_observers.remove(observer)
+
+
 @dataclass(frozen=True)
 class CallRecord:
     """One HTTP attempt at an API endpoint, for reports: which, how it ended, its log_id, how long."""
@@ -410,12 +419,13 @@ class BaiduClient:
             self._sleep(delay)
 
     def _report(self, endpoint: str, code: int | None, log_id: int | None, duration: float, attempt: int) -> None:
-        if self.on_call is None:
-            return
-        try:
-            self.on_call(CallRecord(endpoint, code, log_id, duration, attempt))
-        except Exception as failure:  # noqa: BLE001 - an observer must not turn a committed call into a failure
-            log.warning("call observer failed on %s: %s", endpoint, scrub(repr(failure)))
+        for observer in (self.on_call, *_call_observers):
+            if observer is None:
+                continue
+            try:
+                observer(CallRecord(endpoint, code, log_id, duration, attempt))
+            except Exception as failure:  # noqa: BLE001 - an observer must not turn a committed call into a failure
+                log.warning("call observer failed on %s: %s", endpoint, scrub(repr(failure)))
 
     def _envelope(self, endpoint: str, access_token: str, params: dict[str, Any]) -> dict:
         response = self._post(API_PATH + endpoint, endpoint, {"access_token": access_token}, params)

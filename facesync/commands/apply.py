@@ -34,6 +34,7 @@ from dataclasses import replace
 import click
 
 from facesync import apply as executor
+from facesync import metrics
 from facesync import progress as progress_bars
 from facesync.apply.report import Verification, verification
 from facesync.commands.options import (
@@ -83,6 +84,7 @@ SHOWN_FAILURES = 20
               help="PLAN.json only: the checkout its image paths are relative to (default: the git checkout "
                    "around the working folder, else the working folder).")
 @no_color_option
+@metrics.metrics_option("apply", source_param="source")
 @click.pass_context
 def command(ctx: click.Context, source: str, target: str | None, yes: bool, force: bool, qps: float | None,
             concurrency: int, report_path: str | None, groups: tuple[str, ...], users: tuple[str, ...],
@@ -243,6 +245,7 @@ def _plan_target(plan: Plan, flag: str | None) -> TargetSpec:
 def _show(plan: Plan, options: _Options) -> None:
     from facesync.plan.render import render_text
 
+    metrics.observe_plan(plan)
     text = render_text(plan, color=options.color)
     click.echo(text, nl=not text.endswith("\n"))
 
@@ -288,6 +291,7 @@ def _run(plan: Plan, library, cache, spec: TargetSpec, options: _Options, protec
         result = executor.execute(plan, library, concurrency=options.concurrency, progress=bar,
                                   on_result=on_result, cache=cache, protected_groups=protected,
                                   verify=options.verify)
+    metrics.observe_apply(result)
     if options.report_path:
         report = executor.report_dict(result, target=library.identity, plan=plan, verify=options.verify)
         write_atomically(options.report_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n",

@@ -25,6 +25,7 @@ from facesync.commands.options import (
     use_color,
     user_option,
 )
+from facesync import metrics
 from facesync.errors import EXIT_CHANGES, EXIT_OK, EXIT_UNSAFE, ConfigError
 from facesync.plan import planfile
 from facesync.plan.ops import Plan
@@ -57,6 +58,7 @@ def exit_code(plan: Plan, detailed: bool) -> int:
 @qps_option
 @concurrency_option
 @no_color_option
+@metrics.metrics_option("plan", source_param="manifest_path")
 def command(manifest_path: str, target: str | None, fmt: str, out: str | None, detailed_exitcode: bool,
             live_path: str | None, groups: tuple[str, ...], users: tuple[str, ...], qps: float | None,
             concurrency: int, no_color: bool) -> int:
@@ -80,6 +82,7 @@ def command(manifest_path: str, target: str | None, fmt: str, out: str | None, d
         with plan_manifest(manifest_path, target=target, qps=qps, concurrency=concurrency, groups=groups,
                            users=users) as run:
             plan = run.plan
+    metrics.observe_plan(plan)
     text = render(plan, fmt, color=use_color(no_color))
     click.echo(text, nl=not text.endswith("\n"))
     if out:
