@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from facesync.api.errors import AlreadyExistsError, FaceApiError, ImageRejectedError, NotFoundError
-from facesync.api.protocol import FaceLibrary, Image
+from facesync.api.protocol import USER_INFO_MAX_BYTES, FaceLibrary, Image
 from facesync.errors import ConfigError, LockHeldError
 from facesync.model import LOCK_GROUP_ID
 from facesync.targets import TargetSpec
@@ -45,7 +45,6 @@ POLL_SECONDS = 1.0
 MARKER_PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNoAAAAggCBd81ytgAAAABJRU5ErkJggg=="
 )
-USER_INFO_MAX_BYTES = 256
 
 
 @dataclass(frozen=True)

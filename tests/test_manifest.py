@@ -150,13 +150,23 @@ def test_keys_keep_their_text_and_merge_keys_work(tmp_path):
 
 
 def test_warnings_do_not_fail_the_load(tmp_path):
-    faces(tmp_path / "f", *[f"{n}.png" for n in range(21)])
-    main = write(tmp_path / "faceset.yaml", "version: 1\ngroups:\n  empty: {}\n  g:\n    users:\n"
-                 f"      {'u' * 60}:\n        images: ['f/*.png']\n")
+    main = write(tmp_path / "faceset.yaml", "version: 1\ngroups:\n  empty: {}\n")
     warnings = [d.message for d in load(str(main)).warnings]
-    assert len(warnings) == 3
-    assert "no users" in warnings[0]
-    assert any("has 21 faces" in w for w in warnings) and any("60 bytes" in w for w in warnings)
+    assert len(warnings) == 1 and "no users" in warnings[0]
+
+
+def test_users_with_more_faces_than_baidu_keeps_or_ids_it_cannot_manage_are_errors(tmp_path):
+    faces(tmp_path / "f", *[f"{n}.png" for n in range(21)])
+    main = write(tmp_path / "faceset.yaml", "version: 1\ngroups:\n  g:\n    users:\n"
+                 f"      {'u' * 49}:\n        images: ['f/1*.png']\n"
+                 f"      {'v' * 48}:\n        images: ['f/*.png']\n"
+                 "      w:\n        images: ['f/?.png', f/10.png, f/11.png, f/12.png, f/13.png, f/14.png, "
+                 "f/15.png, f/16.png, f/17.png, f/18.png, f/19.png]\n")
+    found = errors_of(main)
+    assert len(found) == 2
+    assert "faceset.yaml:5:7: error: user_id 'uuuuuuuuuuuuuuuuuuuu'... is 49 bytes long; the limit is 48" in found[0]
+    assert "faceset.yaml:7:7: error: user 'vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv' has 21 faces; " \
+           "Baidu accepts at most 20 per user in a group" in found[1]
 
 
 def test_recursive_alias_and_unknown_tags_are_errors_not_crashes(tmp_path):

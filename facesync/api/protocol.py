@@ -15,6 +15,12 @@ from enum import Enum
 from typing import Protocol, runtime_checkable
 
 PAGE_MAX = 1000  # the largest page group/getlist and group/getusers serve
+# Limits of the contract, in UTF-8 bytes: every check of them (the manifest's, the local library's) uses these.
+GROUP_ID_MAX_BYTES = 48
+USER_ID_MAX_BYTES = 48  # user/update, user/get, face/getlist, user/copy, user/delete, face/delete
+USER_ID_MAX_BYTES_ON_ADD = 128  # user/add alone takes longer user_ids
+USER_INFO_MAX_BYTES = 256
+MAX_FACES_PER_USER = 20  # in one group: "组内每个uid下的人脸图片数目上限为20张"
 ALL_GROUPS = "@ALL"  # group_id that makes user/get and user/delete act on every group
 
 

@@ -68,7 +68,12 @@ from facesync.api.errors import (
 )
 from facesync.api.protocol import (
     ALL_GROUPS,
+    GROUP_ID_MAX_BYTES,
+    MAX_FACES_PER_USER,
     PAGE_MAX,
+    USER_ID_MAX_BYTES,
+    USER_ID_MAX_BYTES_ON_ADD,
+    USER_INFO_MAX_BYTES,
     Ack,
     AddedFace,
     DetectedFace,
@@ -87,12 +92,7 @@ from facesync.local import schema
 from facesync.local.images import ImageProblem, decode_base64_image, fetch_url_image
 from facesync.local.unknowns import LENIENT, Unknowns
 
-GROUP_ID_MAX_BYTES = 48
-USER_ID_MAX_BYTES_ON_ADD = 128  # user/add takes 128 bytes; every other endpoint with a user_id takes 48
-USER_ID_MAX_BYTES = 48
-USER_INFO_MAX_BYTES = 256
 DEFAULT_PAGE_LENGTH = 100
-MAX_FACES_PER_USER = 20  # in one group: "组内每个uid下的人脸图片数目上限为20张"
 BACKGROUND_DELETE_THRESHOLD = 500  # faces; larger groups are deleted in the background
 BACKGROUND_DELETE_RATE = 20.0  # faces per second
 CONTROL_LEVELS = ("NONE", "LOW", "NORMAL", "HIGH")

@@ -1,9 +1,10 @@
 """Semantic checks: what JSON Schema cannot say, as pure functions from expanded entries to diagnostics.
 
 Ids follow the API's rules (charset, byte lengths, the reserved lock group); one person has one
-user_info everywhere; a user appears once per group. Warnings flag what works but is probably a
-mistake: more than 20 faces on a user (Baidu's current cap), user_ids longer than 48 bytes (the limit
-some endpoints still apply), groups with no users (prune would empty them).
+user_info everywhere; a user appears once per group with at most 20 faces (Baidu refuses the 21st).
+A user_id is held to 48 bytes although user/add takes 128: every other endpoint (update, get, copy,
+delete) takes only 48, so a longer user could be created but never managed. Warnings flag what works
+but is probably a mistake: groups with no users (prune would empty them).
 """
 
 from __future__ import annotations
@@ -12,16 +13,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from facesync.api.protocol import GROUP_ID_MAX_BYTES, MAX_FACES_PER_USER, USER_ID_MAX_BYTES, USER_INFO_MAX_BYTES
 from facesync.manifest.diagnostics import Diagnostic, error, warning
 from facesync.manifest.loader import format_path
 from facesync.model import LOCK_GROUP_ID, DesiredImage, Origin
 
 _ID = re.compile(r"[A-Za-z0-9_]+")
-GROUP_ID_MAX = 48
-USER_ID_MAX = 128
-USER_ID_PORTABLE = 48
-USER_INFO_MAX = 256
-FACES_PER_USER_CAP = 20
 
 
 @dataclass(slots=True)
@@ -59,8 +56,8 @@ def group_id_problems(group_id: str, origin: Origin, path: str) -> list[Diagnost
         return [error(origin, path, f"invalid group_id {group_id!r}: only A-Z, a-z, 0-9 and _ are allowed",
                       "rename the group, e.g. " + repr(re.sub(r"[^A-Za-z0-9_]", "_", group_id) or "staff"))]
     size = len(group_id.encode())
-    if size > GROUP_ID_MAX:
-        return [error(origin, path, f"group_id {group_id!r} is {size} bytes long; the limit is {GROUP_ID_MAX}")]
+    if size > GROUP_ID_MAX_BYTES:
+        return [error(origin, path, f"group_id {group_id!r} is {size} bytes long; the limit is {GROUP_ID_MAX_BYTES}")]
     if group_id == LOCK_GROUP_ID:
         return [error(origin, path, f"group_id '{LOCK_GROUP_ID}' is reserved for facesync's apply lock",
                       "choose another name")]
@@ -69,12 +66,12 @@ def group_id_problems(group_id: str, origin: Origin, path: str) -> list[Diagnost
 
 def user_id_is_plain(user_id: str) -> bool:
     """True when ``user_id_problems`` certainly finds nothing: the common case, without building messages."""
-    return len(user_id) <= USER_ID_PORTABLE and _ID.fullmatch(user_id) is not None
+    return len(user_id) <= USER_ID_MAX_BYTES and _ID.fullmatch(user_id) is not None
 
 
 def user_info_fits(user_info: str | None) -> bool:
     """True when ``user_info_problems`` finds nothing."""
-    return user_info is None or len(user_info) * 4 <= USER_INFO_MAX or len(user_info.encode("utf-8")) <= USER_INFO_MAX
+    return user_info is None or len(user_info) * 4 <= USER_INFO_MAX_BYTES or len(user_info.encode("utf-8")) <= USER_INFO_MAX_BYTES
 
 
 def user_id_problems(user_id: str, origin: Origin, path: str) -> list[Diagnostic]:
@@ -82,11 +79,11 @@ def user_id_problems(user_id: str, origin: Origin, path: str) -> list[Diagnostic
         return [error(origin, path, f"invalid user_id {user_id!r}: only A-Z, a-z, 0-9 and _ are allowed",
                       "rename the user, e.g. " + repr(re.sub(r"[^A-Za-z0-9_]", "_", user_id) or "user1"))]
     size = len(user_id.encode())
-    if size > USER_ID_MAX:
-        return [error(origin, path, f"user_id {user_id[:20]!r}... is {size} bytes long; the limit is {USER_ID_MAX}")]
-    if size > USER_ID_PORTABLE:
-        return [warning(origin, path, f"user_id {user_id[:20]!r}... is {size} bytes long; some API endpoints "
-                        f"accept only {USER_ID_PORTABLE}", "prefer user_ids of at most 48 bytes")]
+    if size > USER_ID_MAX_BYTES:
+        return [error(origin, path, f"user_id {user_id[:20]!r}... is {size} bytes long; the limit is "
+                      f"{USER_ID_MAX_BYTES}",
+                      "user/add would take it, but user/update, user/get, user/copy and the deletes refuse "
+                      "it: such a user could never be changed or removed; shorten it")]
     return []
 
 
@@ -94,8 +91,8 @@ def user_info_problems(user_info: str | None, origin: Origin, path: str) -> list
     if user_info is None:
         return []
     size = len(user_info.encode("utf-8"))
-    if size > USER_INFO_MAX:
-        return [error(origin, path, f"user_info is {size} bytes (UTF-8); the limit is {USER_INFO_MAX}",
+    if size > USER_INFO_MAX_BYTES:
+        return [error(origin, path, f"user_info is {size} bytes (UTF-8); the limit is {USER_INFO_MAX_BYTES}",
                       "shorten it; keep long details elsewhere and store a key here")]
     return []
 
@@ -128,10 +125,11 @@ def entry_problems(entries: Iterable[Entry], groups: dict[str, GroupDecl]) -> li
                                    f"conflicting user_info for user '{entry.user_id}': {entry.user_info!r} here, "
                                    f"{other.user_info!r} at {other.origin}",
                                    "one person has one user_info: list them once under people: with groups: [...]"))
-        if len(entry.images) > FACES_PER_USER_CAP:
-            found.append(warning(entry.origin, entry.path,
-                                 f"user '{entry.user_id}' has {len(entry.images)} faces; Baidu currently accepts "
-                                 f"at most {FACES_PER_USER_CAP} per user", "keep the best 20"))
+        if len(entry.images) > MAX_FACES_PER_USER:
+            found.append(error(entry.origin, entry.path,
+                               f"user '{entry.user_id}' has {len(entry.images)} faces; Baidu accepts at most "
+                               f"{MAX_FACES_PER_USER} per user in a group",
+                               f"keep the best {MAX_FACES_PER_USER}"))
     for group in groups.values():
         if group.group_id not in populated:
             found.append(warning(group.origin, group.path, f"group '{group.group_id}' has no users",
