@@ -3,20 +3,32 @@
 A target is ``local:PATH`` (the embedded SQLite library), ``baidu`` (https://aip.baidubce.com), or the
 ``http(s)://host:port`` base URL of any Baidu-compatible server (``facesync serve``, say). The first
 one given wins: ``--target``, then ``FACESYNC_TARGET``, then the manifest's ``target:``, then the default.
+
+Credentials go only where a person sent them: a manifest is reviewed text anyone can propose, so its
+``target:`` may name ``local:PATH`` or ``baidu`` but never another server; such a server is refused
+(with a hint) unless ``--target`` or ``FACESYNC_TARGET`` chose it.
+
+Reading never creates a library: ``open_target(..., if_missing=...)`` says what a ``local:`` library
+that does not exist yet becomes: created (apply), read as empty and created only by a first write
+(plan), or an error (export, snapshot).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from facesync.api.protocol import FaceLibrary
+from facesync.api.errors import error_for
+from facesync.api.protocol import ALL_GROUPS, Ack, AddedFace, Detection, FaceLibrary, FaceList, IdPage, UserRecord
 from facesync.errors import ConfigError
 
 DEFAULT_TARGET = "local:.facesync/library.db"
 BAIDU_URL = "https://aip.baidubce.com"
 REMOTE_DEFAULT_QPS = 10.0
+CREATE, EMPTY, ERROR = "create", "empty", "error"  # open_target's if_missing
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +44,10 @@ class TargetSpec:
     @property
     def is_local(self) -> bool:
         return self.kind == "local"
+
+    @property
+    def is_baidu(self) -> bool:
+        return self.kind == "http" and self.location == BAIDU_URL
 
 
 def parse_target(text: str) -> TargetSpec:
@@ -49,22 +65,136 @@ def parse_target(text: str) -> TargetSpec:
 
 def choose_target(flag: str | None, manifest_target: str | None = None) -> TargetSpec:
     """The target in force, by the documented order of precedence."""
-    for text in (flag, os.environ.get("FACESYNC_TARGET"), manifest_target):
+    for text in (flag, os.environ.get("FACESYNC_TARGET")):
         if text:
             return parse_target(text)
+    if manifest_target:
+        return _manifest_target(manifest_target)
     log.warning("no target given: using the embedded local library %s", DEFAULT_TARGET)
     return parse_target(DEFAULT_TARGET)
 
 
-def open_target(spec: TargetSpec, *, qps: float | None = None, concurrency: int = 8) -> FaceLibrary:
-    """The FaceLibrary for ``spec``. Remote targets read credentials from the environment."""
+def _manifest_target(text: str) -> TargetSpec:
+    """The manifest's ``target:``, refused when it would send credentials to a server nobody chose."""
+    spec = parse_target(text)
+    if spec.is_local or spec.is_baidu:
+        return spec
+    shown = text if text.isprintable() else repr(text)
+    raise ConfigError(
+        f"the manifest names the target {shown}: facesync sends credentials only to Baidu or to a server "
+        "chosen outside the manifest",
+        hint=f"if you trust that server, choose it yourself: --target {shown} (or FACESYNC_TARGET={shown}); "
+             "a manifest's target: may only be local:PATH or baidu",
+    )
+
+
+def open_target(spec: TargetSpec, *, qps: float | None = None, concurrency: int = 8,
+                if_missing: str = CREATE) -> FaceLibrary:
+    """The FaceLibrary for ``spec``. Remote targets read credentials from the environment.
+
+    ``if_missing``: what a ``local:`` library that does not exist yet becomes: ``CREATE`` it, read it
+    as ``EMPTY`` until something writes (reads leave no file or folder), or an ``ERROR``.
+    """
     if spec.is_local:
         from facesync.local.store import LocalLibrary
         from facesync.local.unknowns import unknowns_from_environment
 
-        return LocalLibrary(spec.location, unknowns=unknowns_from_environment())
+        def create() -> FaceLibrary:
+            return LocalLibrary(spec.location, unknowns=unknowns_from_environment())
+
+        if if_missing != CREATE and not os.path.exists(spec.location):
+            missing = PendingLocalLibrary(spec.location, create)
+            if if_missing == ERROR:
+                raise ConfigError(f"the library {missing.identity} does not exist",
+                                  hint="check --target local:PATH (or FACESYNC_TARGET); facesync apply creates a "
+                                       "library, nothing else does")
+            log.warning("the library %s does not exist yet: it will be created by apply", missing.identity)
+            return missing
+        return create()
     from facesync.api.baidu import BaiduClient
 
     return BaiduClient.from_environment(
         spec.location, qps=REMOTE_DEFAULT_QPS if qps is None else qps, concurrency=concurrency
     )
+
+
+class PendingLocalLibrary:
+    """A ``local:`` library that does not exist yet: the empty library until a write creates it.
+
+    Reads answer as an empty library does (no group; 223100/223103 for anything in one) and touch
+    nothing on disk, so a plan leaves no file or folder behind. The first write (or detect, which
+    records a token) creates the library through ``create`` and from then on every call goes to it,
+    so a plan made here can still be applied on the same object. ``identity`` is the one the created
+    library has, so plan and apply share one token cache.
+    """
+
+    def __init__(self, path: str, create: Callable[[], FaceLibrary]):
+        self.path = os.path.abspath(path)
+        self._create = create
+        self._created: FaceLibrary | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def identity(self) -> str:
+        return f"local:{self.path}"
+
+    def __repr__(self) -> str:
+        return f"PendingLocalLibrary({self.path!r})"
+
+    def _library(self) -> FaceLibrary:
+        with self._lock:
+            if self._created is None:
+                self._created = self._create()
+            return self._created
+
+    def close(self) -> None:
+        if self._created is not None:
+            self._created.close()
+
+    # ---- reads: the empty library until it exists ----
+
+    def group_getlist(self, start: int = 0, length: int = 100) -> IdPage:
+        if self._created is not None:
+            return self._created.group_getlist(start, length)
+        return IdPage((), 0)
+
+    def group_getusers(self, group_id: str, start: int = 0, length: int = 100) -> IdPage:
+        if self._created is not None:
+            return self._created.group_getusers(group_id, start, length)
+        raise error_for(223100)
+
+    def user_get(self, group_id: str, user_id: str) -> UserRecord:
+        if self._created is not None:
+            return self._created.user_get(group_id, user_id)
+        raise error_for(223103 if group_id == ALL_GROUPS else 223100)
+
+    def face_getlist(self, group_id: str, user_id: str) -> FaceList:
+        if self._created is not None:
+            return self._created.face_getlist(group_id, user_id)
+        raise error_for(223100)
+
+    # ---- writes: create the library first ----
+
+    def user_add(self, group_id, user_id, image, **options) -> AddedFace:
+        return self._library().user_add(group_id, user_id, image, **options)
+
+    def user_update(self, group_id, user_id, image, **options) -> AddedFace:
+        return self._library().user_update(group_id, user_id, image, **options)
+
+    def face_delete(self, group_id: str, user_id: str, face_token: str) -> Ack:
+        return self._library().face_delete(group_id, user_id, face_token)
+
+    def user_copy(self, user_id: str, src_group_id: str, dst_group_id: str) -> Ack:
+        return self._library().user_copy(user_id, src_group_id, dst_group_id)
+
+    def user_delete(self, group_id: str, user_id: str) -> Ack:
+        return self._library().user_delete(group_id, user_id)
+
+    def group_add(self, group_id: str) -> Ack:
+        return self._library().group_add(group_id)
+
+    def group_delete(self, group_id: str) -> Ack:
+        return self._library().group_delete(group_id)
+
+    def detect(self, image) -> Detection:
+        return self._library().detect(image)

@@ -27,7 +27,7 @@ from facesync.plan.planner import make_plan, narrow
 from facesync.plan.uploads import pin
 from facesync.refresh import refresh
 from facesync.resolve import ResolveStats, resolve_images
-from facesync.targets import REMOTE_DEFAULT_QPS, TargetSpec, choose_target, open_target
+from facesync.targets import EMPTY, REMOTE_DEFAULT_QPS, TargetSpec, choose_target, open_target
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -207,7 +207,7 @@ def plan_manifest(manifest_path: str, *, target: str | None = None, qps: float |
     """Everything ``facesync plan`` does before rendering; the caller closes the returned run."""
     desired, warnings = load_desired(manifest_path, groups=groups, users=users)
     spec = choose_target(target, desired.target)
-    library = open_target(spec, qps=qps, concurrency=concurrency)
+    library = open_target(spec, qps=qps, concurrency=concurrency, if_missing=EMPTY)
     cache = None
     try:
         cache = open_cache(library)

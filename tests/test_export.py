@@ -121,7 +121,7 @@ def test_export_group_filter_header_and_atomic_file_through_the_cli(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--target", "nonsense"], "unknown target"),
-    (["--target", "local:{tmp}/missing.db"], "no local library"),
+    (["--target", "local:{tmp}/missing.db"], "does not exist"),
     (["--target", "local:{db}", "--group", "nope"], "no such group"),
     (["--target", "local:{db}", "--out", "{tmp}/no/such/folder/x.yaml"], "cannot write the manifest"),
 ])

@@ -9,27 +9,18 @@ A ``local:PATH`` target that does not exist is refused rather than created empty
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import click
 
 from facesync.commands.options import concurrency_option, qps_option, target_option
-from facesync.errors import EXIT_OK, ConfigError
+from facesync.errors import EXIT_OK
 from facesync.export import counted, export_fragment, export_manifest
 from facesync.files import atomic_output
-from facesync.targets import TargetSpec, choose_target, open_target
+from facesync.targets import ERROR, choose_target, open_target
 from facesync.workflow import close_library
 
 log = logging.getLogger(__name__)
-
-
-def open_existing(spec: TargetSpec, *, qps: float | None, concurrency: int):
-    """The library of ``spec``; a local library must exist already (reading never creates one)."""
-    if spec.is_local and not os.path.exists(spec.location):
-        raise ConfigError(f"no local library at {spec.location}",
-                          hint="check --target local:PATH (or FACESYNC_TARGET)")
-    return open_target(spec, qps=qps, concurrency=concurrency)
 
 
 @click.command("export")
@@ -58,7 +49,7 @@ def command(target: str | None, groups: tuple[str, ...], users: tuple[str, ...],
       facesync export --user staff/alice --user staff/bob -o adopted.yaml   # then include: [adopted.yaml]
     """
     spec = choose_target(target)
-    library = open_existing(spec, qps=qps, concurrency=concurrency)
+    library = open_target(spec, qps=qps, concurrency=concurrency, if_missing=ERROR)
     def export(handle):
         if fragment or users:
             return export_fragment(library, handle, groups=groups, users=users, concurrency=concurrency)

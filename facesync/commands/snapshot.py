@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import click
 
-from facesync.commands.export import open_existing
 from facesync.commands.options import concurrency_option, qps_option, target_option
 from facesync.errors import EXIT_OK
 from facesync.snapshot import take_snapshot, write_snapshot
-from facesync.targets import choose_target
+from facesync.targets import ERROR, choose_target, open_target
 from facesync.workflow import close_library, load_desired, open_cache
 
 
@@ -35,7 +34,7 @@ def command(manifest_path: str | None, target: str | None, out: str, qps: float 
     """
     desired = load_desired(manifest_path)[0] if manifest_path else None
     spec = choose_target(target, desired.target if desired is not None else None)
-    library = open_existing(spec, qps=qps, concurrency=concurrency)
+    library = open_target(spec, qps=qps, concurrency=concurrency, if_missing=ERROR)
     try:
         cache = open_cache(library)
         try:
