@@ -37,10 +37,7 @@ def load(path: str, *, hash_images: bool = True, known_file: KnownFile | None = 
     with no_gc():
         expansion = Expansion(str(path), hash_images=hash_images, known_file=known_file)
         expansion.read_all()
-        if not any(d.is_error for d in expansion.diagnostics):
-            expansion.expand_all()
-        else:  # the content pass cannot run: report the bad ids it would have found now
-            expansion.diagnostics.extend(expansion.id_problems)
+        expansion.expand_all()
         desired = expansion.desired() if not any(d.is_error for d in expansion.diagnostics) else None
         diagnostics = expansion.sorted_diagnostics()
         # Drop the parsed files while the collector is paused: freed by reference counting now, they

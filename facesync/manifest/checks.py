@@ -97,14 +97,20 @@ def user_info_problems(user_info: str | None, origin: Origin, path: str) -> list
     return []
 
 
-def entry_problems(entries: Iterable[Entry], groups: dict[str, GroupDecl]) -> list[Diagnostic]:
-    """Cross-entry checks: unknown groups, a user twice in a group, conflicting user_info, faces."""
+def entry_problems(entries: Iterable[Entry], groups: dict[str, GroupDecl], *, groups_known: bool = True,
+                   warn_empty: bool = True) -> list[Diagnostic]:
+    """Cross-entry checks: unknown groups, a user twice in a group, conflicting user_info, faces.
+
+    ``groups_known=False``: some ``groups:`` could not be read, so a group not found is not reported;
+    ``warn_empty=False``: users may be missing, so no group is called empty."""
     found: list[Diagnostic] = []
     seen: dict[tuple[str, str], Entry] = {}
     info_of: dict[str, Entry] = {}
     populated: set[str] = set()
     for entry in entries:
         if entry.group_id not in groups:
+            if not groups_known:
+                continue
             found.append(error(entry.origin, entry.path,
                                f"group '{entry.group_id}' is not defined under groups",
                                _suggest(entry.group_id, groups) or "add it under groups: (it may be empty)"))
@@ -130,7 +136,7 @@ def entry_problems(entries: Iterable[Entry], groups: dict[str, GroupDecl]) -> li
                                f"user '{entry.user_id}' has {len(entry.images)} faces; Baidu accepts at most "
                                f"{MAX_FACES_PER_USER} per user in a group",
                                f"keep the best {MAX_FACES_PER_USER}"))
-    for group in groups.values():
+    for group in groups.values() if warn_empty else ():
         if group.group_id not in populated:
             found.append(warning(group.origin, group.path, f"group '{group.group_id}' has no users",
                                  "with prune on, apply removes every user the library has in it"))

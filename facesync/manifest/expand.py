@@ -1,8 +1,10 @@
 """A manifest file and everything it names (included files, globs, folders) → ``Desired``.
 
 Two passes, each reporting every problem it finds: first every file is parsed and checked against
-the schema (a structure error there would make the rest guesswork), then the content is expanded and
-checked (ids, files, duplicates). No network, no API call.
+the schema, then the content is expanded and checked (ids, files, duplicates). The content pass runs
+even when the first found errors, over every part the schema found sound: a user, person or folder
+source with a structure error of its own is left out (its id is still checked), so one run reports
+every error of every kind, and none is a guess built on a broken part. No network, no API call.
 
 Choices where the format leaves room:
 - relative paths (images, folders, includes) are relative to the file that writes them; everything
@@ -11,7 +13,9 @@ Choices where the format leaves room:
   a cycle is an error;
 - a group is defined in one place; people may name groups defined in any file;
 - users of a group come in the order written: its ``users``, then its ``sources``, then ``people``;
-- a folder source's user_info file is read as UTF-8 with surrounding whitespace removed.
+- a folder source's user_info file is read as UTF-8 with surrounding whitespace removed;
+- the manifest's YAML files together may hold at most ``MAX_MANIFEST_BYTES`` (a 100,000-user manifest
+  is about 10 MB): a file past it is refused unread (see ``loader`` for the alias limit).
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ import os
 from facesync.manifest import checks, files, schema
 from facesync.manifest.checks import Entry, GroupDecl
 from facesync.manifest.diagnostics import Diagnostic, error, sort_key
-from facesync.manifest.loader import format_path, parse, position
+from facesync.manifest.loader import YamlList, YamlMap, format_path, parse, position
 from facesync.model import Desired, DesiredGroup, DesiredImage, DesiredUser, ImageKind, Origin, Policy
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 
 def _names(folder: str, *, dirs: bool) -> list[str]:
@@ -44,6 +49,22 @@ class _Doc:
         self.base_dir = os.path.dirname(real)
         self.data = data
         self.raw = raw
+        self.unsound: set[tuple] = set()  # key paths holding a structure error, and every ancestor of one
+
+    def mark_unsound(self, paths) -> None:
+        for path in paths:
+            self.unsound.update(path[:length] for length in range(1, len(path) + 1))
+
+    def sound(self, where: tuple) -> bool:
+        """No structure error at ``where`` or inside it: its content can be checked."""
+        return where not in self.unsound
+
+    def mapping(self, *keys) -> YamlMap:
+        """The mapping at ``keys`` under the file's top level, or an empty one where the file has none."""
+        node = self.data
+        for key in keys:
+            node = node.get(key) if type(node) is YamlMap else None
+        return node if type(node) is YamlMap else YamlMap()
 
     def origin(self, path: tuple, *, at_key: bool = False) -> Origin:
         line, column = position(self.data, path, at_key=at_key)
@@ -63,13 +84,13 @@ class Expansion:
         self.guard = files.PathGuard(self.root)
         self.display_dir = os.path.dirname(manifest_path)
         self.diagnostics: list[Diagnostic] = []
-        self.id_problems: list[Diagnostic] = []  # from the schema pass: see schema.check
         self.docs: list[_Doc] = []
         self.loaded: set[str] = set()
         self.groups: dict[str, GroupDecl] = {}
         self.entries: list[Entry] = []
         self.people: dict[str, Origin] = {}
         self.image_cache: dict[str, files.ImageFile | files.FileProblem] = {}
+        self.bytes_read = 0
 
     # -- pass 1: files, syntax, schema -----------------------------------------------------------------
 
@@ -82,21 +103,30 @@ class Expansion:
 
     def read(self, real: str, shown: str, kind: str, stack: tuple[str, ...]) -> None:
         self.loaded.add(real)
+        room = MAX_MANIFEST_BYTES - self.bytes_read
         try:
             with open(real, "rb") as handle:
-                raw = handle.read()
+                raw = handle.read(room + 1)
         except OSError as problem:
             self.diagnostics.append(error(Origin(shown, 1, 1), "", f"cannot read {shown}: {problem.strerror}"))
             return
+        if len(raw) > room:
+            self.diagnostics.append(error(Origin(shown, 1, 1), "", f"{shown} takes the manifest's YAML past "
+                                          f"{MAX_MANIFEST_BYTES // (1024 * 1024)} MiB, the limit for all its files together",
+                                          "split the library into several manifests"))
+            return
+        self.bytes_read += len(raw)
         parsed = parse(raw, shown)
         self.diagnostics.extend(parsed.diagnostics)
-        if parsed.diagnostics:
+        if parsed.data is None and parsed.diagnostics:
             return
         doc = _Doc(shown, real, parsed.data, raw)
         self.docs.append(doc)
-        problems, id_problems = schema.check(parsed.data, shown, kind)
-        self.diagnostics.extend(problems)
-        self.id_problems.extend(id_problems)
+        problems, unsound = schema.check(parsed.data, shown, kind)
+        # a value the parser refused (a tag, a recursive alias) reads as empty: its error says it all
+        refused = {(d.line, d.column) for d in parsed.diagnostics}
+        self.diagnostics.extend(p for p in problems if (p.line, p.column) not in refused)
+        doc.mark_unsound(unsound)
         if isinstance(doc.data, dict) and isinstance(doc.data.get("include"), list):
             self.follow_includes(doc, (*stack, real))
 
@@ -136,18 +166,24 @@ class Expansion:
     # -- pass 2: content -------------------------------------------------------------------------------
 
     def expand_all(self) -> None:
-        main = self.docs[0].data
-        defaults = main.get("defaults") or {}
+        if not self.docs:
+            return  # the main manifest could not be read or parsed: its error says why
+        defaults = self.docs[0].mapping("defaults")
         self.default_qc = defaults.get("quality_control")
         self.default_lc = defaults.get("liveness_control")
+        structure_errors = any(d.is_error for d in self.diagnostics)
         for doc in self.docs:
             self.expand_groups(doc)
         for doc in self.docs:
             self.expand_people(doc)
-        self.diagnostics.extend(checks.entry_problems(self.entries, self.groups))
+        # with structure errors some groups or users may be missing: only say what is certain then
+        all_groups_known = all(type(doc.data) is YamlMap and type(doc.data.get("groups", YamlMap())) is YamlMap
+                               for doc in self.docs)
+        self.diagnostics.extend(checks.entry_problems(self.entries, self.groups, groups_known=all_groups_known,
+                                                      warn_empty=not structure_errors))
 
     def expand_groups(self, doc: _Doc) -> None:
-        for group_id, body in (doc.data.get("groups") or {}).items():
+        for group_id, body in doc.mapping("groups").items():
             where = ("groups", group_id)
             origin = doc.origin(where, at_key=True)
             path = format_path(where)
@@ -157,20 +193,25 @@ class Expansion:
                                               f"(first at {self.groups[group_id].origin})",
                                               "define each group once; people can join it from any file"))
                 continue
-            body = body or {}
+            body = body if type(body) is YamlMap else YamlMap()
             self.groups[group_id] = GroupDecl(group_id, body.get("prune"), bool(body.get("protected")), origin, path)
-            users = body.get("users") or {}
+            users = doc.mapping("groups", group_id, "users")
             for user_id, user in users.items():
                 self.add_entries(doc, (*where, "users", user_id), doc.at(users.key_marks[user_id]),
                                  user_id, user, [group_id])
-            for index, source in enumerate(body.get("sources") or []):
-                self.expand_folder(doc, (*where, "sources", index), group_id, source)
+            sources = body.get("sources")
+            for index, source in enumerate(sources if type(sources) is YamlList else ()):
+                if doc.sound((*where, "sources", index)):
+                    self.expand_folder(doc, (*where, "sources", index), group_id, source)
 
     def expand_people(self, doc: _Doc) -> None:
-        people = doc.data.get("people") or {}
+        people = doc.mapping("people")
         for user_id, person in people.items():
             where = ("people", user_id)
             origin = doc.at(people.key_marks[user_id])
+            if not doc.sound(where):
+                self.check_user_id(user_id, origin, where)
+                continue
             if user_id in self.people:
                 self.diagnostics.append(error(origin, format_path(where), f"person '{user_id}' is listed twice "
                                               f"(first at {self.people[user_id]})", "list each person once"))
@@ -189,8 +230,9 @@ class Expansion:
     def add_entries(self, doc: _Doc, where: tuple, origin: Origin, user_id: str, user: dict,
                     group_ids: list[str]) -> None:
         """``origin`` is where ``user_id`` is written; key paths are formatted only for a diagnostic."""
-        if not checks.user_id_is_plain(user_id):
-            self.diagnostics.extend(checks.user_id_problems(user_id, origin, format_path(where)))
+        self.check_user_id(user_id, origin, where)
+        if not doc.sound(where):
+            return
         user_info = user.get("user_info")
         if not checks.user_info_fits(user_info):
             self.diagnostics.extend(checks.user_info_problems(user_info, doc.origin((*where, "user_info")),
@@ -199,6 +241,10 @@ class Expansion:
         for group_id in group_ids:
             self.entries.append(Entry(group_id, user_id, user_info, images, user.get("quality_control"),
                                       user.get("liveness_control"), origin, where))
+
+    def check_user_id(self, user_id: str, origin: Origin, where: tuple) -> None:
+        if not checks.user_id_is_plain(user_id):
+            self.diagnostics.extend(checks.user_id_problems(user_id, origin, format_path(where)))
 
     def expand_images(self, doc: _Doc, where: tuple, items: list) -> list[DesiredImage]:
         images: list[DesiredImage] = []

@@ -11,11 +11,19 @@ Choices where YAML is loose:
 - a key written twice in one mapping is an error (PyYAML would silently keep the last one);
 - merge keys (``<<: *defaults``) work as in YAML 1.1; explicit keys win over merged ones;
 - tags other than YAML's standard scalar tags (``!!python/...``, ``!!set``, custom) are refused.
+
+Bounded: an alias shares its value instead of copying it, but every later step walks the expanded
+document, so a few hundred bytes of nested aliases ("billion laughs") could stand for billions of
+values. Each file may expand to at most ``expansion_budget(bytes)`` values (``ALIAS_BUDGET_BASE`` plus
+``ALIAS_BUDGET_PER_BYTE`` per byte of YAML; written-out YAML needs at least a byte or two a value, so a
+manifest without aliases never comes near it), counted as the file is converted and refused at the
+alias that crosses it. The containers' ``repr`` is short, so no message ever prints a huge value.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from sys import intern
@@ -28,6 +36,14 @@ from facesync.manifest.diagnostics import Diagnostic, error
 from facesync.model import Origin
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+ALIAS_BUDGET_BASE = 100_000
+ALIAS_BUDGET_PER_BYTE = 4
+
+
+def expansion_budget(size: int) -> int:
+    """The most values a YAML file of ``size`` bytes may expand to, aliases counted each time used."""
+    return ALIAS_BUDGET_BASE + ALIAS_BUDGET_PER_BYTE * size
 
 STR_TAG = "tag:yaml.org,2002:str"
 MAP_TAG = "tag:yaml.org,2002:map"
@@ -50,6 +66,9 @@ class YamlMap(dict):
         self.key_marks: dict[str, tuple[int, int]] = {}
         self.value_marks: dict[str, tuple[int, int]] = {}
 
+    def __repr__(self) -> str:  # never the content: error messages (jsonschema's too) must stay small
+        return f"<mapping of {len(self)} keys>"
+
 
 class YamlList(list):
     """A sequence with the (line, column) of each item, 1-based."""
@@ -59,6 +78,9 @@ class YamlList(list):
     def __init__(self):
         super().__init__()
         self.item_marks: list[tuple[int, int]] = []
+
+    def __repr__(self) -> str:
+        return f"<list of {len(self)} items>"
 
 
 @dataclass(frozen=True)
@@ -74,13 +96,24 @@ def _mark(node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
+class _TooLarge(Exception):
+    """Aliases expand the file past its budget; ``node`` is the alias that crossed it."""
+
+    def __init__(self, node):
+        super().__init__()
+        self.node = node
+
+
 class _Convert:
-    def __init__(self, file: str):
+    def __init__(self, file: str, budget: int):
         self.file = file
         self.constructor = SafeConstructor()
         self.diagnostics: list[Diagnostic] = []
         self.done: dict[int, object] = {}
         self.active: set[int] = set()
+        self.budget = budget
+        self.values = 0  # of the expanded document so far: written values, plus all an alias brings each time
+        self.sizes: dict[int, int] = {}  # id of a converted container reached by an alias → its expanded size
 
     def fail(self, node, message: str, hint: str | None = None) -> None:
         line, column = _mark(node)
@@ -92,8 +125,12 @@ class _Convert:
                 return node.value
             return self.scalar(node)
         key = id(node)
-        if key in self.done:  # an alias: share the value, so "billion laughs" costs nothing
-            return self.done[key]
+        if key in self.done:  # an alias: share the value, but count all it stands for
+            shared = self.done[key]
+            self.values += self.expanded(shared)
+            if self.values > self.budget:
+                raise _TooLarge(node)
+            return shared
         if key in self.active:
             self.fail(node, "recursive YAML alias", "an anchor cannot contain an alias to itself")
             return None
@@ -104,6 +141,17 @@ class _Convert:
             self.active.discard(key)
         self.done[key] = result
         return result
+
+    def expanded(self, value) -> int:
+        """How many values ``value`` stands for once every alias inside it is written out (memoised:
+        the cost is the number of distinct containers, however large the expansion)."""
+        if type(value) is not YamlMap and type(value) is not YamlList:
+            return 1
+        size = self.sizes.get(id(value))
+        if size is None:
+            size = 1 + sum(self.expanded(item) for item in (value.values() if type(value) is YamlMap else value))
+            self.sizes[id(value)] = size
+        return size
 
     def scalar(self, node: ScalarNode):
         if node.tag not in _SCALAR_TAGS:
@@ -121,6 +169,7 @@ class _Convert:
             return None
         result = YamlList()
         append, append_mark = result.append, result.item_marks.append
+        self.values += 1 + len(node.value)
         for item in node.value:
             if type(item) is ScalarNode and item.tag == STR_TAG:
                 append(item.value)
@@ -139,6 +188,7 @@ class _Convert:
         key_marks, value_marks = result.key_marks, result.value_marks
         merged: list[tuple[str, object, tuple[int, int], tuple[int, int]]] = []
         pairs = _release(node)
+        self.values += 1 + len(pairs)
         for index in range(len(pairs)):
             key_node, value_node = pairs[index]
             pairs[index] = _RELEASED
@@ -235,11 +285,19 @@ def _parse(text: str | bytes, file: str) -> Parsed:
         return Parsed(file, None, (error(Origin(file, 1, 1), "", f"cannot read YAML: {problem}"),))
     if root is None:
         return Parsed(file, None, ())
-    converter = _Convert(file)
+    budget = expansion_budget(len(text))
+    converter = _Convert(file, budget)
     try:
         data = converter.value(root)
     except RecursionError:
         return Parsed(file, None, (error(Origin(file, 1, 1), "", "the YAML is nested too deeply"),))
+    except _TooLarge as large:
+        line, column = _mark(large.node)
+        name = os.path.basename(file)
+        message = (f"YAML aliases expand {name} to more than {budget:,} values, the limit for a file of "
+                   f"{len(text):,} bytes ({ALIAS_BUDGET_BASE:,} plus {ALIAS_BUDGET_PER_BYTE} a byte)")
+        hint = "use anchors and aliases for small shared parts only; write large parts out"
+        return Parsed(file, None, (error(Origin(file, line, column), "", message, hint),))
     return Parsed(file, data, tuple(converter.diagnostics))
 
 

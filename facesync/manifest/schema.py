@@ -4,7 +4,7 @@
 module runs it with every error reported (``iter_errors``) and rewrites jsonschema's messages into short
 ones that point at the offending key or value: unknown keys with a did-you-mean, wrong types with what
 was found, enum values listed. Ids are checked by ``checks.py`` (with byte lengths), so their pattern
-errors are dropped here.
+errors are dropped here; the content pass checks every id, also inside parts with structure errors.
 """
 
 from __future__ import annotations
@@ -37,6 +37,13 @@ def _validator(kind: str) -> Draft202012Validator:
     return Draft202012Validator({"$ref": f"{schema['$id']}#/$defs/{kind}"}, registry=registry)
 
 
+def quoted(text: str, limit: int = 80) -> str:
+    """``text`` quoted for a message, cut short when long: a message never carries a huge value."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
 def describe(value) -> str:
     """How a YAML value reads to a person: ``an integer (12345)``."""
     if value is None:
@@ -48,7 +55,7 @@ def describe(value) -> str:
     if isinstance(value, float):
         return f"a number ({value})"
     if isinstance(value, str):
-        return f"a string ({value!r})"
+        return f"a string ({quoted(value)})"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
@@ -63,32 +70,17 @@ def _did_you_mean(word: str, choices, *, fallback: str | None = None) -> str | N
     return fallback
 
 
-def check(data, file: str, kind: str = "manifest") -> tuple[list[Diagnostic], list[Diagnostic]]:
-    """(structure problems, id problems) of ``data`` (parsed from ``file``); ``kind`` is "manifest" or
-    "fragment". Bad group and user ids come apart because the content pass reports them too: they are
-    shown from here only when a structure problem stops the content pass, so that either way every
-    error is reported at once, and none twice."""
+def check(data, file: str, kind: str = "manifest") -> tuple[list[Diagnostic], list[tuple]]:
+    """(structure problems, the key path of each) of ``data`` (parsed from ``file``); ``kind`` is
+    "manifest" or "fragment". The content pass checks what lies outside those paths."""
     found: list[Diagnostic] = []
-    ids: list[Diagnostic] = []
+    unsound: list[tuple] = []
     for problem in _validator(kind).iter_errors(_without_plain_users(data)):
         if "propertyNames" in problem.absolute_schema_path:
-            ids.extend(_id_problems(problem, data, file))
-        else:
-            found.extend(_translate(problem, data, file))
-    return found, ids
-
-
-def _id_problems(problem: ValidationError, data, file: str) -> list[Diagnostic]:
-    """The content pass's own message for a group_id or user_id that breaks the schema's pattern."""
-    from facesync.manifest.checks import group_id_problems, user_id_problems
-
-    container = tuple(problem.absolute_path)
-    name = problem.instance
-    path = (*container, name)
-    origin = _at(data, file, path, at_key=True)
-    if container == ("groups",):
-        return group_id_problems(name, origin, format_path(path))
-    return user_id_problems(name, origin, format_path(path))
+            continue
+        found.extend(_translate(problem, data, file))
+        unsound.append(tuple(problem.absolute_path))
+    return found, unsound
 
 
 @cache
@@ -229,7 +221,7 @@ def _translate(problem: ValidationError, data, file: str) -> list[Diagnostic]:
     if kind == "const":
         return [error(origin, where, f"{leaf} must be {value!r}, got {describe(instance)}")]
     if kind == "pattern":
-        return [error(origin, where, f"invalid {leaf} {instance!r}", problem.schema.get("description"))]
+        return [error(origin, where, f"invalid {leaf} {quoted(instance)}", problem.schema.get("description"))]
     if kind in ("minProperties", "maxProperties"):
         keys = ", ".join(sorted(problem.schema.get("properties", {})))
         return [error(origin, where, f"an image entry needs exactly one of: {keys}",
