@@ -1,6 +1,7 @@
 """``facesync validate MANIFEST...``: check manifests completely, with no network and no API call.
 
-Text output: "manifest OK: ..." on stdout (warnings on stderr), or every diagnostic on stderr and exit 1.
+Text output: "manifest OK: ..." on stdout (warnings on stderr), or the diagnostics on stderr and exit 1;
+a rule broken many times shows its first few and a count of the rest, unless ``facesync -v validate``.
 JSON output: one object on stdout, ``{"valid", "summary", "diagnostics"}``, for editors and CI bots; with
 several manifests, a list of such objects, each with its ``manifest``. Several manifests (as pre-commit
 passes them) are all checked, and the exit is 1 when any is invalid.
@@ -15,6 +16,7 @@ import click
 
 from facesync.errors import EXIT_ERROR, EXIT_OK, ManifestError
 from facesync.manifest import Diagnostic, load, render_diagnostics
+from facesync.manifest.diagnostics import SHOWN_PER_KIND
 from facesync.model import Desired
 
 
@@ -28,9 +30,9 @@ def _result(valid: bool, summary: dict | None, diagnostics: tuple[Diagnostic, ..
     return {"valid": valid, "summary": summary, "diagnostics": json.loads(render_diagnostics(diagnostics, "json"))}
 
 
-def _emit_text(valid: bool, summary: dict | None, diagnostics: tuple[Diagnostic, ...]) -> None:
+def _emit_text(valid: bool, summary: dict | None, diagnostics: tuple[Diagnostic, ...], *, every: bool) -> None:
     if diagnostics:
-        click.echo(render_diagnostics(diagnostics), err=True)
+        click.echo(render_diagnostics(diagnostics, per_kind=None if every else SHOWN_PER_KIND), err=True)
     if valid:
         click.echo(f"manifest OK: {summary['groups']} groups, {summary['users']} users, {summary['faces']} faces"
                    + (f" ({len(diagnostics)} warnings)" if diagnostics else ""))
@@ -61,6 +63,8 @@ def command(manifests: tuple[str, ...], fmt: str) -> int:
       facesync validate faceset.yaml --format json      # for editors and CI bots
       facesync validate teams/*/faceset.yaml            # several at once (pre-commit does this)
     """
+    context = click.get_current_context()
+    every = ((context.find_root().obj or {}).get("verbosity") or 0) >= 1
     results = [(manifest, *check(manifest)) for manifest in manifests]
     if fmt == "json":
         documents = [{"manifest": manifest, **_result(*result)} for manifest, *result in results]
@@ -70,5 +74,5 @@ def command(manifests: tuple[str, ...], fmt: str) -> int:
         for manifest, *result in results:
             if len(results) > 1:
                 click.echo(f"{manifest}:", err=not result[0])
-            _emit_text(*result)
+            _emit_text(*result, every=every)
     return EXIT_OK if all(valid for _, valid, _, _ in results) else EXIT_ERROR
