@@ -59,9 +59,12 @@ def exit_code(plan: Plan, detailed: bool) -> int:
 @concurrency_option
 @no_color_option
 @metrics.metrics_option("plan", source_param="manifest_path")
+@click.option("--check-faces", is_flag=True,
+              help="First look for one large-enough face in every photo (the 'faces' extra); see validate.")
+@click.option("--strict", is_flag=True, help="With --check-faces: a face problem stops the plan.")
 def command(manifest_path: str, target: str | None, fmt: str, out: str | None, detailed_exitcode: bool,
             live_path: str | None, groups: tuple[str, ...], users: tuple[str, ...], qps: float | None,
-            concurrency: int, no_color: bool) -> int:
+            concurrency: int, no_color: bool, check_faces: bool, strict: bool) -> int:
     """Show the calls that would make the library match MANIFEST. Changes nothing.
 
     \b
@@ -70,7 +73,14 @@ def command(manifest_path: str, target: str | None, fmt: str, out: str | None, d
       facesync plan faceset.yaml --target baidu --format markdown --out plan.json
       facesync plan faceset.yaml --detailed-exitcode     # 0 in sync, 2 drift
       facesync plan faceset.yaml --live live.json         # offline, from a snapshot
+      facesync plan faceset.yaml --check-faces --strict   # refuse photos without one clear face
     """
+    if strict and not check_faces:
+        raise click.UsageError("--strict applies to --check-faces: add --check-faces")
+    if check_faces:
+        from facesync.faces.check import check_manifest
+
+        check_manifest(manifest_path, strict=strict, groups=groups, users=users)
     if live_path:
         if target:
             raise ConfigError("--target and --live do not go together",

@@ -65,13 +65,17 @@ DEFAULT_APP_ID = "10000001"
 @click.option("--allow-default-keys-remote", is_flag=True,
               help="Listen beyond loopback although the default keys are in use (anyone who can reach the "
                    "server can then change the library).")
+@click.option("--detect-faces", is_flag=True,
+              help="Refuse uploads without a face the local detector finds (222202), as Baidu does "
+                   "(the 'faces' extra).")
 @click.option("--unknowns", type=click.Choice(CHOICES), envvar=ENV_VAR, default=LENIENT, show_default=True,
               help="How to answer where Baidu's docs are silent: the kind answer, or the one most dangerous "
                    f"for a client [env {ENV_VAR}].")
 def command(db: str, host: str, port: int, qps: int | None, latency_ms: int, faults_file: str | None,
             journal_file: str | None, api_key: str, secret_key: str, app_id: str, token_ttl: int,
             max_faces_per_user: int, background_group_delete: bool, group_delete_rate: float,
-            loose_user_id_limits: bool, idle_timeout: float, allow_default_keys_remote: bool, unknowns: str) -> int:
+            loose_user_id_limits: bool, idle_timeout: float, allow_default_keys_remote: bool, unknowns: str,
+            detect_faces: bool) -> int:
     """Serve a local face library over Baidu's Face V3 HTTP protocol.
 
     \b
@@ -79,6 +83,7 @@ def command(db: str, host: str, port: int, qps: int | None, latency_ms: int, fau
       facesync serve                                  # http://127.0.0.1:8155
       facesync serve --qps 2 --latency-ms 30          # like a free-tier app, far away
       facesync serve --faults examples/faults.example.yaml --journal calls.jsonl
+      facesync serve --detect-faces                   # 222202 for photos without a face
       BAIDU_API_KEY=local-api-key BAIDU_SECRET_KEY=local-secret-key \\
         facesync plan faceset.yaml --target http://127.0.0.1:8155
     """
@@ -100,7 +105,8 @@ def command(db: str, host: str, port: int, qps: int | None, latency_ms: int, fau
     library = _open_library(db, max_faces_per_user=max_faces_per_user or None, unknowns=unknowns,
                             background_group_delete=background_group_delete, group_delete_rate=group_delete_rate,
                             user_id_limits_per_endpoint=not loose_user_id_limits,
-                            image_check=image_check_for(faults) if faults else None)
+                            image_check=image_check_for(faults) if faults else None,
+                            face_check=_face_check(detect_faces))
     try:
         api = FaceApi(library, settings, FaultInjector(faults) if faults else None)
         try:
@@ -129,6 +135,15 @@ def _is_loopback(host: str) -> bool:
 def _open_library(db: str, **options) -> LocalLibrary:
     Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
     return LocalLibrary(db, **options)
+
+
+def _face_check(detect_faces: bool):
+    """``--detect-faces``: the detector's verdict on each uploaded image (fails now if it is missing)."""
+    if not detect_faces:
+        return None
+    from facesync.faces import emulator_face_check
+
+    return emulator_face_check()
 
 
 def _serve(server: FaceServer, db: str, app_id: str, unknowns: str) -> None:

@@ -6,6 +6,8 @@ JSON output: one object on stdout, ``{"valid", "summary", "diagnostics"}``, for 
 several manifests, a list of such objects, each with its ``manifest``. Several manifests (as pre-commit
 passes them) are all checked, and the exit is 1 when any is invalid.
 Counts: groups, distinct user_ids, and faces (one per image per group membership).
+``--check-faces`` also looks at every photo with the local face detector (see facesync/faces/check.py):
+its findings are warnings, or errors with ``--strict``.
 """
 
 from __future__ import annotations
@@ -41,20 +43,30 @@ def _emit_text(valid: bool, summary: dict | None, diagnostics: tuple[Diagnostic,
         click.echo(f"manifest invalid: {errors} error{'s' if errors != 1 else ''}", err=True)
 
 
-def check(manifest: str) -> tuple[bool, dict | None, tuple[Diagnostic, ...]]:
+def check(manifest: str, *, check_faces: bool = False, strict: bool = False
+          ) -> tuple[bool, dict | None, tuple[Diagnostic, ...]]:
     """(valid, summary, diagnostics) of one manifest."""
     try:
         loaded = load(manifest)
     except ManifestError as problem:
         return False, None, problem.diagnostics
-    return True, summarize(loaded.desired), loaded.warnings
+    if not check_faces:
+        return True, summarize(loaded.desired), loaded.warnings
+    from facesync.faces.check import check_desired
+
+    found, _ = check_desired(loaded.desired, strict=strict)
+    return not any(d.is_error for d in found), summarize(loaded.desired), loaded.warnings + found
 
 
 @click.command("validate")
 @click.argument("manifests", metavar="MANIFEST...", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text for people, json for editors and CI.")
-def command(manifests: tuple[str, ...], fmt: str) -> int:
+@click.option("--check-faces", is_flag=True,
+              help="Also look for one large-enough face in every photo, with the local detector "
+                   "(the 'faces' extra).")
+@click.option("--strict", is_flag=True, help="With --check-faces: face problems are errors, not warnings.")
+def command(manifests: tuple[str, ...], fmt: str, check_faces: bool, strict: bool) -> int:
     """Check MANIFEST and every file it names, without any network call.
 
     \b
@@ -62,10 +74,17 @@ def command(manifests: tuple[str, ...], fmt: str) -> int:
       facesync validate faceset.yaml
       facesync validate faceset.yaml --format json      # for editors and CI bots
       facesync validate teams/*/faceset.yaml            # several at once (pre-commit does this)
+      facesync validate faceset.yaml --check-faces --strict
     """
     context = click.get_current_context()
     every = ((context.find_root().obj or {}).get("verbosity") or 0) >= 1
-    results = [(manifest, *check(manifest)) for manifest in manifests]
+    if strict and not check_faces:
+        raise click.UsageError("--strict applies to --check-faces: add --check-faces")
+    if check_faces:
+        from facesync.faces.detector import Detector
+
+        Detector()  # fails now, with the install command, when the detector is missing
+    results = [(manifest, *check(manifest, check_faces=check_faces, strict=strict)) for manifest in manifests]
     if fmt == "json":
         documents = [{"manifest": manifest, **_result(*result)} for manifest, *result in results]
         shown = documents[0] if len(documents) == 1 else documents

@@ -116,6 +116,7 @@ _USABLE_TOKEN_SQL = {
 log = logging.getLogger(__name__)
 
 ImageCheck = Callable[[str, str, str], "int | None"]
+FaceCheck = Callable[[bytes], "int | None"]  # image bytes → the code to refuse them with (serve --detect-faces)
 
 
 class LocalStoreError(FacesyncError):
@@ -253,7 +254,8 @@ class LocalLibrary:
     def __init__(self, path: str, *, unknowns: str | Unknowns = LENIENT,
                  max_faces_per_user: int | None = MAX_FACES_PER_USER, background_group_delete: bool = True,
                  group_delete_rate: float = BACKGROUND_DELETE_RATE, user_id_limits_per_endpoint: bool = True,
-                 image_check: ImageCheck | None = None, url_timeout: float = 10.0,
+                 image_check: ImageCheck | None = None, face_check: FaceCheck | None = None,
+                 url_timeout: float = 10.0,
                  url_max_bytes: int = 10 * 1024 * 1024, clock: Callable[[], float] = time.time):
         """The documented limits are on by default; each keyword turns one off for a test that needs it:
         ``max_faces_per_user=None`` (no face cap), ``background_group_delete=False`` (every group goes at
@@ -269,6 +271,7 @@ class LocalLibrary:
         self.group_delete_rate = group_delete_rate
         self._user_id_max_bytes = USER_ID_MAX_BYTES if user_id_limits_per_endpoint else USER_ID_MAX_BYTES_ON_ADD
         self._image_check = image_check
+        self._face_check = face_check
         self._url_timeout = url_timeout
         self._url_max_bytes = url_max_bytes
         self._clock = clock
@@ -417,6 +420,9 @@ class LocalLibrary:
                 raise _fail(222209)
             return image.value
         data = self._image_bytes(image, kind)
+        refusal = self._face_check(data) if self._face_check is not None else None
+        if refusal:
+            raise _fail(refusal)
         if detecting and self.unknowns.detect_token_differs:
             return detect_face_token(data)
         return local_face_token(data)
