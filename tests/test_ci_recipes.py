@@ -744,7 +744,7 @@ def test_fork_without_credentials_plans_offline_from_the_drift_snapshot(tmp_path
     fork = tmp_path / "fork"
     shutil.copytree(QUICKSTART.parent, fork)
     (fork / "faceset.yaml").write_text(  # the fork's change: erin leaves
-        QUICKSTART.read_text().replace("      erin:\n        images: [faces/erin.png]\n", ""))
+        QUICKSTART.read_text().replace("      erin:\n        images: [faces/erin.jpg]\n", ""))
     assert "erin:" not in (fork / "faceset.yaml").read_text()
     no_secrets = {key: value for key, value in server.env().items() if not key.startswith("BAIDU_")}
 

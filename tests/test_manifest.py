@@ -59,7 +59,7 @@ def test_quickstart_person_in_two_groups_gets_the_same_user_in_each():
     assert staff["carol"] == visitors["carol"]
     assert staff["carol"].user_info == "Carol Chen, front desk"
     assert staff["bob"].user_info is None  # omitted: not managed
-    assert [i.source for i in staff["alice"].images] == ["faces/alice_1.png", "faces/alice_2.png"]
+    assert [i.source for i in staff["alice"].images] == ["faces/alice_1.jpg", "faces/alice_2.jpg"]
     assert (staff["alice"].origin.line, staff["alice"].origin.column) == (13, 7)
 
 
