@@ -32,13 +32,19 @@ class FaceCheckUnavailable(ConfigError):
     """The face check needs the optional ``faces`` extra, which is not installed."""
 
 
+DISTRIBUTION = "baidu-facesync"  # what pyproject.toml's name says, if the metadata cannot tell
+
+
 def install_command() -> str:
-    """The pip command that adds the extra to this installation, under its distribution's own name."""
+    """The pip command that adds the extra to this installation, under its distribution's own name
+    (the one installed that declares the ``faces`` extra)."""
     try:
-        names = importlib.metadata.packages_distributions().get("facesync") or ["facesync"]
-    except Exception:  # noqa: BLE001 - metadata of other packages must never stop the message
-        names = ["facesync"]
-    return f"pip install '{names[0]}[faces]'"
+        for name in dict.fromkeys(importlib.metadata.packages_distributions().get("facesync", ())):
+            if "faces" in (importlib.metadata.metadata(name).get_all("Provides-Extra") or ()):
+                return f"pip install '{name}[faces]'"
+    except Exception:  # noqa: BLE001, S110 - the metadata of other packages must never stop this message
+        pass
+    return f"pip install '{DISTRIBUTION}[faces]'"
 
 
 def _require_opencv():
