@@ -3,11 +3,17 @@
 Each command lives in ``facesync/commands/`` and returns its exit code; this module assembles them,
 sets up logging, and turns every ``FacesyncError`` into a message and its exit code, never a traceback.
 Exit codes: 0 done or no changes, 1 error, 2 changes present (``plan --detailed-exitcode``), 3 unsafe.
+
+Global options (``-v``, ``-q``, ``--log-format``, ``--no-color``) may come before or after the command,
+as people type them (``facesync plan faceset.yaml -v``): ``hoist_global_options`` moves those written
+after it to the front, unless the command has an option of that name itself (``plan --no-color``).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import re
 import sys
 
 import click
@@ -45,8 +51,9 @@ class _Commands(click.Group):
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: one JSON object a line, for log shippers.")
+@click.option("--no-color", is_flag=True, help="No colour even on a terminal (as NO_COLOR=1 does).")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None:
+def cli(ctx: click.Context, verbose: int, quiet: bool, log_format: str, no_color: bool) -> None:
     """Keep a Baidu Face V3 face library equal to a YAML manifest.
 
     \b
@@ -57,12 +64,62 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None:
     """
     ctx.obj = {"verbosity": -1 if quiet else verbose}
     logs.configure(ctx.obj["verbosity"], log_format)
+    if no_color:
+        os.environ["NO_COLOR"] = "1"  # https://no-color.org: read by every command's output and by rich
+
+
+_VALUED_GLOBALS = {"--log-format"}
+
+
+def _is_global(word: str) -> bool:
+    name = word.split("=", 1)[0]
+    return name in ("-q", "--quiet", "--verbose", "--no-color", *_VALUED_GLOBALS) or bool(re.fullmatch(r"-v+", word))
+
+
+def _take(words) -> list[str]:
+    """The next word, if there is one."""
+    return [word for word in (next(words, None),) if word is not None]
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``args`` with the global options that follow the command name moved before it."""
+    position = 0
+    while position < len(args) and args[position].startswith("-") and args[position] != "--":
+        position += 2 if args[position] in _VALUED_GLOBALS else 1
+    if position >= len(args) or args[position] == "--":
+        return list(args)
+    command = cli.get_command(None, args[position])
+    if command is None:
+        return list(args)
+    own = {name: param for param in command.params if isinstance(param, click.Option)
+           for name in (*param.opts, *param.secondary_opts)}
+    moved: list[str] = []
+    kept: list[str] = []
+    rest = iter(args[position + 1:])
+    for word in rest:
+        if word == "--":
+            kept += [word, *rest]
+            break
+        name = word.split("=", 1)[0]
+        if name in own:
+            kept.append(word)
+            takes_value = not (own[name].is_flag or own[name].count)
+            if takes_value and "=" not in word:
+                kept.extend(_take(rest))  # its value, even one that looks like -v
+        elif _is_global(word):
+            moved.append(word)
+            if name in _VALUED_GLOBALS and "=" not in word:
+                moved.extend(_take(rest))
+        else:
+            kept.append(word)
+    return [*args[:position], *moved, args[position], *kept]
 
 
 def main(argv: list[str] | None = None) -> None:
-    verbose = any(arg in ("-v", "-vv", "--verbose") for arg in (argv or sys.argv[1:]))
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = any(arg in ("-v", "-vv", "--verbose") for arg in args)
     try:
-        code = cli.main(args=argv, prog_name="facesync", standalone_mode=False)
+        code = cli.main(args=hoist_global_options(args), prog_name="facesync", standalone_mode=False)
     except FacesyncError as error:
         click.echo(f"Error: {logs.redact(str(error))}", err=True)
         code = error.exit_code

@@ -51,6 +51,7 @@ from facesync.api.protocol import FaceLibrary, iter_group_ids, iter_user_ids
 from facesync.errors import ConfigError
 from facesync.model import LOCK_GROUP_ID
 from facesync.refresh import GROUP_MISSING, read_faces, read_memberships
+from facesync.words import counted
 
 log = logging.getLogger(__name__)
 
@@ -278,11 +279,6 @@ def write_manifest(events: Iterable[ExportedGroup | ExportedUser], out: TextIO, 
         out.writelines(f"      - face_token: {quoted(token)}\n" for token in person.face_tokens)
     out.write(f"# {counted(groups, 'group')}, {counted(users, 'user')}, {counted(faces, 'face')}\n")
     return ExportStats(groups, users, faces, tuple(left_out))
-
-
-def counted(number: int, noun: str) -> str:
-    """"1 group", "2 groups"."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def parse_user_ref(text: str) -> tuple[str, str]:

@@ -39,7 +39,8 @@ class _RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         if not self.as_json:  # people read "warning: ...": logger names only help when debugging
-            prefix = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+            labelled = record.levelno == logging.INFO or getattr(record, "labelled", False)
+            prefix = "" if labelled else f"{record.levelname.lower()}: "
             if record.levelno <= logging.DEBUG:
                 prefix += f"{record.name}: "
             text = prefix + record.getMessage()

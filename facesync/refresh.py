@@ -27,6 +27,7 @@ from facesync import progress as progress_bars
 from facesync.api.errors import NotFoundError
 from facesync.api.protocol import ALL_GROUPS, FaceLibrary, iter_group_ids, iter_user_ids
 from facesync.model import Desired, Live, LiveGroup, LiveUser
+from facesync.words import counted
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ def refresh(library: FaceLibrary, desired: Desired, *, concurrency: int = 8,
         for group_id, users in members.items()
     }
     calls = 1 + len(managed) + len(face_calls) + len(info_calls)
-    log.info("read %d managed groups of %d with at least %d calls", len(groups), len(group_ids), calls)
+    log.info("read %s of %d with at least %s", counted(len(groups), "managed group"), len(group_ids),
+             counted(calls, "call"))
     return Live(group_ids=group_ids, groups=groups, identity=library.identity, fetched_at=time.time(),
                 source="refresh")
 

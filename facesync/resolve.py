@@ -28,6 +28,7 @@ from facesync.api.protocol import FaceLibrary, Image
 from facesync.cache import TokenCache
 from facesync.errors import FacesyncError
 from facesync.model import Desired, DesiredImage, ImageKind, Live
+from facesync.words import counted
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,9 @@ def resolve_images(desired: Desired, live: Live, library: FaceLibrary, cache: To
         raise ImageResolveError(problems)
     resolved = {key: answer for key, answer in answers.items() if isinstance(answer, DesiredImage)}
     stats = resolver.stats(len(wanted))
-    log.info("resolved %d images: %d from the cache, %d detect calls, %d bytes read",
-             stats.images, stats.cache_hits, stats.detect_calls, stats.bytes_read)
+    log.info("resolved %s: %d from the cache, %s, %s read",
+             counted(stats.images, "image"), stats.cache_hits, counted(stats.detect_calls, "detect call"),
+             counted(stats.bytes_read, "byte"))
     return Resolution(_fill(desired, live, resolved), stats)
 
 

@@ -57,6 +57,7 @@ from facesync.plan.planner import make_plan
 from facesync.refresh import refresh
 from facesync.resolve import ImageResolveError, resolve_images
 from facesync.targets import REMOTE_DEFAULT_QPS, parse_target
+from facesync.words import counted
 
 FORMAT_VERSION = 1
 SCOPE_MANIFEST = "manifest"
@@ -382,9 +383,10 @@ def unsafe_guesses(desired: Desired, live: Live, snapshot: Snapshot) -> tuple[st
             guessed = [image for image in user.images if (image.face_token or "").startswith(_UNRESOLVED)]
             unaccounted = [token for token in live_user.face_tokens if token not in known]
             if guessed and unaccounted:
-                problems.append(f"user {group.group_id}/{user.user_id}: {guessed[0].source} and "
-                                f"{len(guessed) - 1} more image(s) are unknown to the snapshot, and face(s) "
-                                f"{' '.join(unaccounted[:3])} match no known image")
+                more = f" and {counted(len(guessed) - 1, 'more image')}" if len(guessed) > 1 else ""
+                problems.append(f"user {group.group_id}/{user.user_id}: {guessed[0].source}{more} not in the "
+                                f"snapshot, and the library holds {counted(len(unaccounted), 'face')} of no known "
+                                f"image: {' '.join(unaccounted[:3])}")
     return tuple(problems)
 
 
@@ -429,7 +431,7 @@ def plan_snapshot(desired: Desired, snapshot: Snapshot, snapshot_path: str, *, c
     if offline.unresolved:
         shown = ", ".join(image.source for image in offline.unresolved[:5])
         more = f" and {len(offline.unresolved) - 5} more" if len(offline.unresolved) > 5 else ""
-        notes.append(f"{len(offline.unresolved)} image(s) unknown to the snapshot are planned as new faces: "
+        notes.append(f"{counted(len(offline.unresolved), 'image')} unknown to the snapshot are planned as new faces: "
                      f"{shown}{more}")
     plan = replace(plan, operations=tuple(_without_stand_ins(op) for op in plan.operations), notes=tuple(notes))
     plan = finish_plan(plan, offline.desired, cache)

@@ -70,8 +70,11 @@ def choose_target(flag: str | None, manifest_target: str | None = None) -> Targe
             return parse_target(text)
     if manifest_target:
         return _manifest_target(manifest_target)
-    log.warning("no target given: using the embedded local library %s", DEFAULT_TARGET)
-    return parse_target(DEFAULT_TARGET)
+    default = parse_target(DEFAULT_TARGET)
+    # A notice once per library: when it does not exist yet (this run may create it), else only at -v.
+    level = logging.INFO if os.path.exists(default.location) else logging.WARNING
+    log.log(level, "no target given: using the embedded local library %s", DEFAULT_TARGET)
+    return default
 
 
 def _manifest_target(text: str) -> TargetSpec:

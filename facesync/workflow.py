@@ -71,7 +71,8 @@ def load_desired(manifest_path: str, *, groups: tuple[str, ...] = (), users: tup
     finally:
         hashes.close()
     if loaded.warnings:
-        log.warning("%s", manifest.render_diagnostics(loaded.warnings, "text").rstrip())
+        log.warning("%s", manifest.render_diagnostics(loaded.warnings, "text").rstrip(),
+                    extra={"labelled": True})  # each line says "warning:" itself
     check_filters(loaded.desired, groups, users)
     desired = narrow(loaded.desired, set(groups) if groups else None, set(users) if users else None)
     return desired, loaded.warnings

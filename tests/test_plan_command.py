@@ -139,8 +139,10 @@ def test_an_unsafe_plan_exits_3_only_with_detailed_exitcode(project, capsys):
         for i in range(12):
             lib.user_add("staff", f"old{i}", Image.from_bytes(images.png(100 + i)))
     target = f"local:{project / 'lib.db'}"
-    code, _, err = run(capsys, "faceset.yaml", "--target", target)
-    assert code == 0 and "unsafe" in err
+    code, out, err = run(capsys, "faceset.yaml", "--target", target)
+    assert code == 0 and "unsafe" in out and "unsafe" not in err  # said once, in the text plan
+    code, _, err = run(capsys, "faceset.yaml", "--target", target, "--format", "json")
+    assert code == 0 and "unsafe" in err  # a JSON plan on stdout is for machines: people read stderr
     code, *_ = run(capsys, "faceset.yaml", "--target", target, "--detailed-exitcode")
     assert code == 3
 

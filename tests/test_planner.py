@@ -178,7 +178,7 @@ def test_unlisted_groups_are_left_alone_by_default_with_a_note():
     d = desired(DesiredGroup("g", (user("alice", "a1"),)))
     p = plan(d, live({"g": {"alice": (("a1",), None)}}, extra_groups=("other", LOCK_GROUP_ID)))
     assert p.empty
-    assert p.notes == ("1 group(s) not in the manifest left alone: other",)
+    assert p.notes == ("1 group not in the manifest left alone: other",)
 
 
 def test_unlisted_group_is_one_delete_when_the_policy_says_so_but_never_protected_or_lock():

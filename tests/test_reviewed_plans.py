@@ -45,7 +45,7 @@ def test_filters_name_groups_outside_them_and_refuse_matching_nothing(tmp_path):
                                "archive": {"old": ([9], "")}})
     done = facesync("plan", manifest, "--target", target, "--group", "visitors", cache=tmp_path / "c")
     assert done.returncode == 0, done.stderr
-    assert "1 group(s) of the manifest outside --group left alone: staff" in done.stdout
+    assert "1 group of the manifest outside --group left alone: staff" in done.stdout
     assert "not in the manifest left alone: archive" in done.stdout
     assert "staff" not in done.stdout.split("not in the manifest")[1]
 

@@ -157,6 +157,28 @@ class _Token:
         return f"_Token(app_id={self.app_id!r})"
 
 
+def unreachable_hint(base_url: str) -> str:
+    from facesync.targets import BAIDU_URL
+
+    hint = f"check the URL {base_url} (--target, FACESYNC_TARGET or the manifest's target:)"
+    if not base_url.startswith(BAIDU_URL):
+        hint += "; for a local server, start it with `facesync serve`"
+    return hint + "; behind a proxy, check HTTPS_PROXY, HTTP_PROXY and NO_PROXY"
+
+
+def missing_key_hint(name: str, base_url: str) -> str:
+    """Where the key comes from: Baidu's console for Baidu, serve's own keys for any other server."""
+    from facesync.targets import BAIDU_URL
+
+    if base_url.startswith(BAIDU_URL):
+        return f"export {name}=... (from the Baidu AI console, application list) to use {base_url}"
+    from facesync.commands.serve import DEFAULT_API_KEY, DEFAULT_SECRET_KEY
+
+    return (f"for `facesync serve` at {base_url}: export BAIDU_API_KEY={DEFAULT_API_KEY} "
+            f"BAIDU_SECRET_KEY={DEFAULT_SECRET_KEY} (its defaults, unless it was started with --api-key / "
+            "--secret-key); for Baidu itself, the app's keys from the Baidu AI console")
+
+
 def renewal_delay(expires_in: float) -> float:
     """Seconds after issue at which a token of lifetime ``expires_in`` is renewed."""
     early = 0.9 * expires_in
@@ -227,10 +249,7 @@ class BaiduClient:
         for name in ("BAIDU_API_KEY", "BAIDU_SECRET_KEY"):
             values[name] = os.environ.get(name, "").strip()
             if not values[name]:
-                raise ConfigError(
-                    f"{name} is not set",
-                    hint=f"export {name}=... (from the Baidu AI console, application list) to use {base_url}",
-                )
+                raise ConfigError(f"{name} is not set", hint=missing_key_hint(name, base_url))
         return cls(base_url, values["BAIDU_API_KEY"], values["BAIDU_SECRET_KEY"],
                    app_id=os.environ.get("BAIDU_APP_ID", "").strip() or None,
                    qps=qps, concurrency=concurrency, **options)
@@ -292,10 +311,10 @@ class BaiduClient:
                 failures += 1
                 delay = self.policy.next_delay(error, failures=failures, retry=attempt,
                                                elapsed=self._clock() - started, rng=self._rng)
-                if delay is None:
-                    log.warning("access token: giving up after %d attempts: %s", attempt, error.error_msg)
+                if delay is None:  # retries are details (-v): the error that follows says what happened
+                    log.info("access token: giving up after %d attempts: %s", attempt, error.error_msg)
                     raise
-                log.warning("access token: %s; retry %d in %.2f s", error.error_msg, attempt, delay)
+                log.info("access token: %s; retry %d in %.2f s", error.error_msg, attempt, delay)
                 self._sleep(delay)
 
     def _request_token(self) -> _Token:
@@ -412,10 +431,10 @@ class BaiduClient:
                                            elapsed=self._clock() - started, rng=self._rng)
             if delay is None:
                 if is_retryable(error):
-                    log.warning("%s: giving up after %d attempts in %.1f s: %s",
+                    log.info("%s: giving up after %d attempts in %.1f s: %s",
                                 endpoint, attempt, self._clock() - started, _outcome(error))
                 raise error
-            log.warning("%s: %s; retry %d in %.2f s", endpoint, _outcome(error), attempt, delay)
+            log.info("%s: %s; retry %d in %.2f s", endpoint, _outcome(error), attempt, delay)
             self._sleep(delay)
 
     def _report(self, endpoint: str, code: int | None, log_id: int | None, duration: float, attempt: int) -> None:
@@ -457,7 +476,9 @@ class BaiduClient:
             failure = f"{endpoint} at {self.base_url}: no answer in time ({_root_cause(error)})"
         except requests.RequestException as error:
             failure = f"{endpoint} at {self.base_url}: connection failed ({_root_cause(error)})"
-        raise TransportError(failure)  # raised outside the except: the original, unscrubbed, is not chained
+        unreachable = TransportError(failure)  # raised outside the except: the original, unscrubbed, is not chained
+        unreachable.hint = unreachable_hint(self.base_url)
+        raise unreachable
 
     # -- the FaceLibrary interface -------------------------------------------------------------------
 

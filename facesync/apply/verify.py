@@ -26,6 +26,7 @@ from facesync.apply.order import subject_of
 from facesync.apply.results import ALREADY, OpResult
 from facesync.plan.ops import Expect, OpKind, Plan
 from facesync.refresh import GROUP_MISSING, read_faces, read_memberships
+from facesync.words import counted
 
 VERIFY_MODES = ("quick", "full", "off")
 
@@ -166,7 +167,7 @@ def _compare(subject: Subject, wanted: _Wanted, listed: tuple[str, ...] | None, 
     where = f"{subject[0]}/{subject[1]}"
     faces = set(listed) if listed is not None else None
     if wanted.exists is False:
-        return [f"user {where}: still exists with {len(faces)} face(s), the plan deleted it"] if faces else []
+        return [f"user {where}: still exists with {counted(len(faces), 'face')}, the plan deleted it"] if faces else []
     if faces is None:
         return [f"user {where}: missing, the plan wanted it with faces"] if wanted.exists else []
     problems = []

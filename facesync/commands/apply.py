@@ -60,6 +60,7 @@ from facesync.logs import redact
 from facesync.model import Desired, ImageKind
 from facesync.plan.ops import Plan
 from facesync.targets import TargetSpec, choose_target, open_target, parse_target
+from facesync.words import counted
 
 SHOWN_FAILURES = 20
 
@@ -305,11 +306,11 @@ def _run(plan: Plan, library, cache, spec: TargetSpec, options: _Options, protec
     if not result.ok:
         parts = []
         if result.count(executor.FAILED):
-            parts.append(f"{result.count(executor.FAILED)} operation(s) failed")
+            parts.append(f"{counted(result.count(executor.FAILED), 'operation')} failed")
         if result.count(executor.SKIPPED):
             parts.append(f"{result.count(executor.SKIPPED)} skipped")
         if result.problems:
-            parts.append(f"verification found {len(result.problems)} problem(s)")
+            parts.append(f"verification found {counted(len(result.problems), 'problem')}")
         raise ApplyFailedError("apply incomplete: " + ", ".join(parts),
                                hint="fix the causes above and run apply again: done work is not redone")
     return EXIT_OK
@@ -334,7 +335,7 @@ def _summarise(result: executor.ApplyResult, verify: str) -> None:
     click.echo(f"\nApply {'complete' if result.ok else 'finished with problems'}: "
                f"{result.count(executor.DONE)} done, {result.count(executor.ALREADY)} already done, "
                f"{result.count(executor.FAILED)} failed, {result.count(executor.SKIPPED)} skipped "
-               f"({len(result.results)} operations, {result.calls} calls in {result.duration_s:.1f} s, "
+               f"({counted(len(result.results), 'operation')}, {counted(result.calls, 'call')} in {result.duration_s:.1f} s, "
                f"{rate:.1f} calls/s).")
     failures = result.failures
     if failures:
@@ -348,9 +349,9 @@ def _summarise(result: executor.ApplyResult, verify: str) -> None:
 
 def _say_what_was_verified(checked: Verification, result: executor.ApplyResult) -> None:
     """Never "verified" about the whole plan unless every operation ran and the read-back agrees."""
-    reads = f"{result.verify_calls} reads in {result.verify_s:.1f} s"
+    reads = f"{counted(result.verify_calls, 'read')} in {result.verify_s:.1f} s"
     if checked.problems:
-        click.echo(f"Verification: the library differs from the plan in {len(checked.problems)} way(s):")
+        click.echo(f"Verification: the library differs from the plan in {counted(len(checked.problems), 'way')}:")
         for problem in checked.problems[:SHOWN_FAILURES]:
             click.echo(f"  - {problem}")
         if len(checked.problems) > SHOWN_FAILURES:

@@ -15,10 +15,11 @@ import click
 
 from facesync.commands.options import concurrency_option, qps_option, target_option
 from facesync.errors import EXIT_OK
-from facesync.export import counted, export_fragment, export_manifest
+from facesync.export import export_fragment, export_manifest
 from facesync.files import atomic_output
 from facesync.targets import ERROR, choose_target, open_target
 from facesync.workflow import close_library
+from facesync.words import counted
 
 log = logging.getLogger(__name__)
 

@@ -100,7 +100,7 @@ def command(manifest_path: str, target: str | None, fmt: str, out: str | None, d
         where = (f"; its image paths are relative to the folder of {plan.manifest} in {plan.planned_in}"
                  if plan.manifest else "")
         click.echo(f"Saved the plan to {out}{where}. Apply exactly it with: facesync apply {out}", err=True)
-    if plan.safety.unsafe and not plan.safety.forced:
+    if plan.safety.unsafe and not plan.safety.forced and fmt != "text":  # the text plan says it already
         log.warning("this plan is unsafe (%s): apply will refuse it without --force",
                     "; ".join(plan.safety.reasons))
     return exit_code(plan, detailed_exitcode)

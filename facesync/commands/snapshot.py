@@ -15,6 +15,7 @@ from facesync.errors import EXIT_OK
 from facesync.snapshot import take_snapshot, write_snapshot
 from facesync.targets import ERROR, choose_target, open_target
 from facesync.workflow import close_library, load_desired, open_cache
+from facesync.words import counted
 
 
 @click.command("snapshot")
@@ -46,7 +47,8 @@ def command(manifest_path: str | None, target: str | None, out: str, qps: float 
     write_snapshot(snapshot, out)
     live = snapshot.live
     users = sum(len(group.users) for group in live.groups.values())
-    click.echo(f"Saved the live state of {snapshot.target} ({len(live.groups)} groups read, {users} users, "
-               f"{len(snapshot.tokens) + len(snapshot.url_tokens)} image tokens) to {out}; plan against it with: "
+    tokens = len(snapshot.tokens) + len(snapshot.url_tokens)
+    click.echo(f"Saved the live state of {snapshot.target} ({counted(len(live.groups), 'group')} read, "
+               f"{counted(users, 'user')}, {counted(tokens, 'image token')}) to {out}; plan against it with: "
                f"facesync plan MANIFEST --live {out}", err=True)
     return EXIT_OK

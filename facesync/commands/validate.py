@@ -20,6 +20,7 @@ from facesync.errors import EXIT_ERROR, EXIT_OK, ManifestError
 from facesync.manifest import Diagnostic, load, render_diagnostics
 from facesync.manifest.diagnostics import SHOWN_PER_KIND
 from facesync.model import Desired
+from facesync.words import counted
 
 
 def summarize(desired: Desired) -> dict:
@@ -36,8 +37,9 @@ def _emit_text(valid: bool, summary: dict | None, diagnostics: tuple[Diagnostic,
     if diagnostics:
         click.echo(render_diagnostics(diagnostics, per_kind=None if every else SHOWN_PER_KIND), err=True)
     if valid:
-        click.echo(f"manifest OK: {summary['groups']} groups, {summary['users']} users, {summary['faces']} faces"
-                   + (f" ({len(diagnostics)} warnings)" if diagnostics else ""))
+        click.echo(f"manifest OK: {counted(summary['groups'], 'group')}, {counted(summary['users'], 'user')}, "
+                   f"{counted(summary['faces'], 'face')}"
+                   + (f" ({counted(len(diagnostics), 'warning')})" if diagnostics else ""))
     else:
         errors = sum(1 for d in diagnostics if d.is_error)
         click.echo(f"manifest invalid: {errors} error{'s' if errors != 1 else ''}", err=True)

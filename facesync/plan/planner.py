@@ -46,6 +46,7 @@ from facesync.model import (
     LiveUser,
 )
 from facesync.plan.ops import Expect, FaceSource, Operation, OpKind, Plan, Safety
+from facesync.words import counted
 
 _NEW_GROUP = "group in manifest, missing"
 _UNLISTED_GROUP = "group not in manifest"
@@ -307,14 +308,14 @@ class _Builder:
         filtered = [gid for gid in self.live.group_ids if gid in outside]
         if filtered:
             shown = ", ".join(filtered[:5]) + (f" and {len(filtered) - 5} more" if len(filtered) > 5 else "")
-            self.notes.append(f"{len(filtered)} group(s) of the manifest outside --group left alone: {shown}")
+            self.notes.append(f"{counted(len(filtered), 'group')} of the manifest outside --group left alone: {shown}")
         unlisted = [gid for gid in self.live.group_ids
                     if gid not in listed and gid not in outside and gid != LOCK_GROUP_ID]
         if not unlisted:
             return
         if not policy.delete_unlisted_groups:
             shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
-            self.notes.append(f"{len(unlisted)} group(s) not in the manifest left alone: {shown}")
+            self.notes.append(f"{counted(len(unlisted), 'group')} not in the manifest left alone: {shown}")
             return
         for gid in unlisted:
             if gid in policy.protected_groups:

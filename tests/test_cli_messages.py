@@ -1,0 +1,124 @@
+"""What a person reads when something goes wrong or is worth saying: one error with its cause and a
+hint, retries only at -v, each warning once, global options anywhere, plurals right."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facesync.cli import hoist_global_options
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "examples" / "quickstart" / "faceset.yaml"
+
+
+def facesync(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("FACESYNC_TARGET", "BAIDU_API_KEY", "BAIDU_SECRET_KEY", "BAIDU_APP_ID", "NO_COLOR")}
+    environment.update({"FACESYNC_CACHE_DIR": str(cwd / "cache"), **env})
+    return subprocess.run([sys.executable, "-m", "facesync", *args], check=False, capture_output=True, text=True,
+                          timeout=120, cwd=cwd, env=environment)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["plan", "m.yaml", "-v"], ["-v", "plan", "m.yaml"]),
+    (["plan", "m.yaml", "-q", "--log-format", "json"], ["-q", "--log-format", "json", "plan", "m.yaml"]),
+    (["-v", "apply", "p.json", "--log-format=json", "-vv", "--yes"], ["-v", "--log-format=json", "-vv", "apply",
+                                                                      "p.json", "--yes"]),
+    (["plan", "m.yaml", "--no-color"], ["plan", "m.yaml", "--no-color"]),  # plan's own option stays
+    (["validate", "m.yaml", "--no-color"], ["--no-color", "validate", "m.yaml"]),
+    (["plan", "m.yaml", "--out", "-v"], ["plan", "m.yaml", "--out", "-v"]),  # a value, not an option
+    (["plan", "--", "-q"], ["plan", "--", "-q"]),
+    (["nonsense", "-v"], ["nonsense", "-v"]),
+])
+def test_global_options_after_the_command_move_before_it(args, expected):
+    assert hoist_global_options(args) == expected
+
+
+def test_global_options_work_after_the_command(tmp_path):
+    quiet = facesync("validate", str(QUICKSTART), "-q", "--no-color", cwd=tmp_path)
+    verbose = facesync("plan", str(QUICKSTART), "--target", f"local:{tmp_path / 'l.db'}", "-v", cwd=tmp_path)
+
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    assert verbose.returncode == 0 and "resolved" in verbose.stderr  # an info line: -v was taken
+
+
+def test_an_unreachable_target_is_one_error_with_a_hint_and_retries_only_at_v(tmp_path):
+    keys = {"BAIDU_API_KEY": "k", "BAIDU_SECRET_KEY": "s"}
+    plain = facesync("plan", str(QUICKSTART), "--target", "http://127.0.0.1:9", cwd=tmp_path, **keys)
+    detailed = facesync("plan", str(QUICKSTART), "--target", "http://127.0.0.1:9", "-v", cwd=tmp_path, **keys)
+
+    assert plain.returncode == detailed.returncode == 1
+    lines = plain.stderr.splitlines()
+    assert len(lines) == 2, plain.stderr
+    assert lines[0].startswith("Error: ") and "http://127.0.0.1:9" in lines[0] and "Connection refused" in lines[0]
+    assert lines[1].startswith("  hint: check the URL") and "facesync serve" in lines[1] and "PROXY" in lines[1]
+    assert "retry" not in plain.stderr and "retry 1" in detailed.stderr
+
+
+def test_missing_keys_for_a_serve_url_name_serves_defaults(tmp_path):
+    local = facesync("plan", str(QUICKSTART), "--target", "http://127.0.0.1:8000", cwd=tmp_path)
+    remote = facesync("plan", str(QUICKSTART), "--target", "baidu", cwd=tmp_path)
+
+    assert local.returncode == remote.returncode == 1
+    assert "BAIDU_API_KEY is not set" in local.stderr and "local-api-key" in local.stderr
+    assert "local-secret-key" in local.stderr and "facesync serve" in local.stderr
+    assert "Baidu AI console" in remote.stderr and "local-api-key" not in remote.stderr
+
+
+def test_the_local_default_notice_comes_once_per_library(tmp_path):
+    first = facesync("apply", str(QUICKSTART), "--yes", cwd=tmp_path)
+    again = facesync("plan", str(QUICKSTART), cwd=tmp_path)
+    asked = facesync("plan", str(QUICKSTART), "-v", cwd=tmp_path)
+
+    assert first.returncode == again.returncode == asked.returncode == 0, first.stderr + again.stderr
+    assert first.stderr.count("no target given") == 1  # the library is created by this run
+    assert "no target given" not in again.stderr and "No changes" in again.stdout
+    assert "no target given" in asked.stderr
+
+
+def test_each_warning_once(tmp_path):
+    manifest = tmp_path / "faceset.yaml"
+    manifest.write_text("version: 1\ngroups:\n  staff:\n    users: {}\n")
+    library = f"local:{tmp_path / 'l.db'}"
+    from facesync.local.store import LocalLibrary
+
+    with LocalLibrary(str(tmp_path / "l.db")) as lib:  # 12 users that the manifest above would all delete
+        from facesync.api.protocol import Image
+        from tests.support.images import png
+
+        lib.group_add("staff")
+        for i in range(12):
+            lib.user_add("staff", f"u{i}", Image.from_bytes(png(i + 1)))
+
+    planned = facesync("plan", str(manifest), "--target", library, cwd=tmp_path)
+
+    assert planned.returncode == 0, planned.stderr
+    everything = planned.stdout + planned.stderr
+    assert everything.lower().count("unsafe") == 1, everything
+    assert planned.stderr.count("has no users") == 1 and "warning: faceset.yaml" not in planned.stderr
+
+
+def test_counts_agree_with_their_number(tmp_path):
+    from facesync.words import counted
+
+    assert [counted(n, "group") for n in (0, 1, 2)] == ["0 groups", "1 group", "2 groups"]
+    assert counted(1, "person", "people") == "1 person" and counted(3, "person", "people") == "3 people"
+    manifest = tmp_path / "faceset.yaml"
+    (tmp_path / "a.png").write_bytes((ROOT / "examples" / "quickstart" / "faces" / "bob.png").read_bytes())
+    manifest.write_text("version: 1\ngroups:\n  staff:\n    users:\n      bob:\n        images: [a.png]\n")
+    library = f"local:{tmp_path / 'l.db'}"
+
+    validated = facesync("validate", str(manifest), cwd=tmp_path)
+    applied = facesync("apply", str(manifest), "--yes", "--target", library, cwd=tmp_path)
+    exported = facesync("export", "--target", library, cwd=tmp_path)
+
+    assert "manifest OK: 1 group, 1 user, 1 face" in validated.stdout
+    assert "(2 operations, 2 calls in" in applied.stdout and "(1 read in" in applied.stdout, applied.stdout
+    assert "Exported 1 group, 1 user, 1 face." in exported.stderr
+    everything = validated.stdout + applied.stdout + applied.stderr + exported.stdout + exported.stderr
+    assert "(s)" not in everything and not any(f"1 {noun}s" in everything for noun in ("group", "user", "face"))
