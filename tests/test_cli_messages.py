@@ -109,8 +109,8 @@ def test_counts_agree_with_their_number(tmp_path):
     assert [counted(n, "group") for n in (0, 1, 2)] == ["0 groups", "1 group", "2 groups"]
     assert counted(1, "person", "people") == "1 person" and counted(3, "person", "people") == "3 people"
     manifest = tmp_path / "faceset.yaml"
-    (tmp_path / "a.png").write_bytes((ROOT / "examples" / "quickstart" / "faces" / "bob.png").read_bytes())
-    manifest.write_text("version: 1\ngroups:\n  staff:\n    users:\n      bob:\n        images: [a.png]\n")
+    (tmp_path / "a.jpg").write_bytes((ROOT / "examples" / "quickstart" / "faces" / "bob.jpg").read_bytes())
+    manifest.write_text("version: 1\ngroups:\n  staff:\n    users:\n      bob:\n        images: [a.jpg]\n")
     library = f"local:{tmp_path / 'l.db'}"
 
     validated = facesync("validate", str(manifest), cwd=tmp_path)

@@ -119,7 +119,7 @@ def test_validate_check_faces_warns_at_file_line_and_strict_makes_errors(tmp_pat
 
     warned = facesync("validate", "faceset.yaml", "--check-faces", cwd=tmp_path, env=cache_env)
     assert warned.returncode == 0, warned.stderr
-    assert warned.stdout.startswith("manifest OK: 1 groups, 4 users, 5 faces (3 warnings)")
+    assert warned.stdout.startswith("manifest OK: 1 group, 4 users, 5 faces (3 warnings)")
     lines = warned.stderr.splitlines()
     assert "faceset.yaml:10:13: warning: faces/coffee.jpg: no face found (at groups.staff.users.nina)" in lines
     assert "faceset.yaml:12:18: warning: faces/team.jpg: 2 faces found, one expected (at groups.staff.users.team)" \
