@@ -398,3 +398,17 @@ def test_apply_counts_safety_as_the_planner_did(scenario):
         assert recount.existing == plan.safety.existing
         assert recount.unsafe == plan.safety.unsafe
     assert recount.unsafe >= plan.safety.unsafe
+
+
+def test_a_re_signed_plan_cannot_send_credentials_to_a_server_of_its_choosing(serve, tmp_path):
+    repo = tmp_path / "repo"
+    checkout(repo, git=False)
+    assert facesync("plan", "deploy/faceset.yaml", "--target", f"local:{tmp_path / 'lib.db'}", "--out", "plan.json",
+                    cwd=repo, cache=tmp_path / "c").returncode == 0
+    attacker = serve()
+    resign(repo / "plan.json", lambda document: document.update(target=f"{attacker.base_url} app 10000001"))
+    keys = {key: value for key, value in attacker.env().items() if key.startswith("BAIDU_")}
+    refused = facesync("apply", "plan.json", cwd=repo, env=keys, cache=tmp_path / "c")
+    assert refused.returncode == 1
+    assert f"the plan names the target {attacker.base_url}" in refused.stderr and "--target" in refused.stderr
+    assert attacker.stats()["token_requests"] == 0

@@ -59,7 +59,7 @@ from facesync.lock import library_lock
 from facesync.logs import redact
 from facesync.model import Desired, ImageKind
 from facesync.plan.ops import Plan
-from facesync.targets import TargetSpec, choose_target, open_target, parse_target
+from facesync.targets import BAIDU_URL, TargetSpec, choose_target, open_target, parse_target
 from facesync.words import counted
 
 SHOWN_FAILURES = 20
@@ -231,13 +231,22 @@ def _find_files(plan: Plan, chdir: str | None) -> tuple[Plan, Desired | None]:
 
 
 def _plan_target(plan: Plan, flag: str | None) -> TargetSpec:
-    """--target, FACESYNC_TARGET, else the library the plan names (its identity starts with the target)."""
+    """--target, FACESYNC_TARGET, else the library the plan names (its identity starts with the target),
+    if that is a local library or Baidu: a plan file is text anyone may have edited, so it never sends
+    credentials to a server nobody chose outside it."""
     if flag or os.environ.get("FACESYNC_TARGET"):
         return choose_target(flag)
     recorded = (plan.target or "").split(" ")[0]
     if not recorded:
         raise ConfigError("the plan names no target", hint="pass --target")
-    return parse_target(recorded)
+    spec = parse_target(recorded)
+    if not spec.is_local and spec.location != BAIDU_URL:
+        shown = recorded if recorded.isprintable() else repr(recorded)
+        raise ConfigError(f"the plan names the target {shown}: facesync sends credentials only to Baidu or "
+                          "to a server chosen outside the plan file",
+                          hint=f"if you trust that server, choose it yourself: --target {shown} "
+                               f"(or FACESYNC_TARGET={shown})")
+    return spec
 
 
 # ---- the steps -------------------------------------------------------------------------------------

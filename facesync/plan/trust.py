@@ -18,6 +18,8 @@ library), and recomputes the rest:
 - Protected groups: the manifest's, when it is there, together with the file's: never fewer than the
   plan's own.
 - Image files: only inside the manifest's folder, with the content that was planned (``uploads.py``).
+- The target: the plan's own only when it is local or Baidu; another server must be chosen outside the
+  file (``commands/apply.py``), so an edited plan cannot collect the credentials.
 """
 
 from __future__ import annotations
