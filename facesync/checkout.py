@@ -3,10 +3,10 @@
 A plan made in one folder (a CI job's checkout) is applied in another (another job, another runner).
 The plan therefore records the manifest's path relative to a root both can name: the git checkout
 around the manifest, else the working folder when the manifest is inside it, else the manifest's own
-folder. ``apply`` takes the root as ``--chdir DIR``, else the first that holds the manifest of: the
-git checkout around the working folder, the working folder, and the folder the plan was made in (on
-the same machine, when it still holds that very manifest), and says which it used. git is asked with ``git rev-parse``; without git, or
-outside a checkout, the other roots apply and no commit is named.
+folder. ``apply`` takes the root as ``--chdir DIR``, else the first that holds the manifest of: the git
+checkout around the working folder, the working folder, and the folder the plan was made in (on the
+same machine, when it still holds that very manifest), and says which it used. git is asked with
+``git rev-parse``; without git, or outside a checkout, the other roots apply and no commit is named.
 """
 
 from __future__ import annotations

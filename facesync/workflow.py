@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from facesync import manifest
 from facesync.api.protocol import FaceLibrary
 from facesync.cache import FileHashes, TokenCache
-from facesync.errors import ConfigError
 from facesync.checkout import manifest_place
+from facesync.errors import ConfigError
 from facesync.model import Desired, ImageKind, Live
 from facesync.plan.effects import structure, user_effect
 from facesync.plan.ops import Plan

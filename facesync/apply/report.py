@@ -46,7 +46,8 @@ def _subject(op) -> str:
     return f"{subject[0]}/{subject[1]}" if subject else f"group {op.group_id}"
 
 
-def report_dict(result: ApplyResult, *, target: str = "", plan: Plan | None = None, verify: str = "quick") -> dict:
+def report_dict(result: ApplyResult, *, target: str = "", plan: Plan | None = None,
+                verify: str = "quick") -> dict:
     """The JSON report: every operation with its outcome, error and log_id, and the totals. No secrets."""
     checked = verification(result, verify)
     operations = []

@@ -371,7 +371,8 @@ def _say_what_was_verified(checked: Verification, result: executor.ApplyResult) 
         click.echo(f"Verified: what the operations that succeeded did ({reads}).")
     if checked.unverified:
         shown = ", ".join(checked.unverified[:SHOWN_FAILURES])
-        more = f" and {len(checked.unverified) - SHOWN_FAILURES} more" if len(checked.unverified) > SHOWN_FAILURES else ""
+        left = len(checked.unverified) - SHOWN_FAILURES
+        more = f" and {left} more" if left > 0 else ""
         click.echo(f"Not verified, and not as the plan wants ({len(checked.unverified)} with a failed or skipped "
                    f"operation): {shown}{more}. Run apply again once the causes are fixed.")
     if not checked.ran:

@@ -24,9 +24,13 @@ def structure(plan: Plan) -> Structure:
     for op in plan.operations:
         groups.setdefault(op.group_id, {}).setdefault(op.user_id, []).append(op)
     return {
-        group_id: {user_id: users[user_id] for user_id in sorted(users, key=lambda u: (u is not None, u or ""))}
+        group_id: {user_id: users[user_id] for user_id in sorted(users, key=_user_order)}
         for group_id, users in sorted(groups.items())
     }
+
+
+def _user_order(user_id: str | None) -> tuple[bool, str]:
+    return user_id is not None, user_id or ""
 
 
 def _user_before(ops: list[Operation]) -> tuple[bool, tuple[str, ...] | None, str | None]:

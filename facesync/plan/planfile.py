@@ -9,11 +9,11 @@ does not take from the file (see ``commands/apply.py`` and ``plan/trust.py``).
 A plan file is portable: an image is saved as its path relative to the manifest's folder (``source``)
 with the sha256 of the bytes that were planned, and ``manifest`` says where that folder is, relative to
 the checkout (or folder) the plan was made in; the only absolute path saved is that checkout's
-(``planned_in``), used only when it still holds the very manifest the plan was made from. Everything the views show is
-saved too (notes, the manifest and commit, the names of removed faces), so ``show`` renders a saved plan
-exactly as ``plan`` did. Fields derived from others (``summary``, ``calls``, each operation's
-``index``, ``endpoint`` and ``key``) are there for readers and tools; loading rebuilds the Plan from the
-primary fields, so ``dump_plan(load_plan(dump_plan(p))) == dump_plan(p)``.
+(``planned_in``), used only when it still holds the very manifest the plan was made from. Everything
+the views show is saved too (notes, the manifest and commit, the names of removed faces), so ``show``
+renders a saved plan exactly as ``plan`` did. Fields derived from others (``summary``, ``calls``, each
+operation's ``index``, ``endpoint`` and ``key``) are there for readers and tools; loading rebuilds the
+Plan from the primary fields, so ``dump_plan(load_plan(dump_plan(p))) == dump_plan(p)``.
 
 Loading refuses, with ``PlanFileError``, anything that is not a valid plan of this format (format 1
 files, which saved absolute paths and no image hashes, included), and with ``PlanStaleError`` a plan
@@ -58,7 +58,8 @@ def checksum(document: dict) -> str:
 def _face(face: FaceSource | None) -> dict | None:
     if face is None:
         return None
-    return {"kind": face.kind.value, "source": face.source, "face_token": face.face_token, "sha256": face.sha256}
+    return {"kind": face.kind.value, "source": face.source, "face_token": face.face_token,
+            "sha256": face.sha256}
 
 
 def _expect(expect: Expect) -> dict:
@@ -164,7 +165,8 @@ def load_plan(path_or_text: str | os.PathLike) -> Plan:
     if version != FORMAT_VERSION:
         why = (" (format 1 saved absolute image paths and no image hashes, so it could not be checked)"
                if version == 1 else "")
-        raise PlanFileError(f"{name} has plan format {version!r}; this facesync reads format {FORMAT_VERSION}{why}",
+        raise PlanFileError(f"{name} has plan format {version!r}; this facesync reads format "
+                            f"{FORMAT_VERSION}{why}",
                             hint="make the plan again with this version of facesync (facesync plan --out) "
                                  "and review it")
     operations = document.get("operations")

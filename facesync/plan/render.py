@@ -256,7 +256,8 @@ def _user_lines(user_id: str, ops: list[Operation], plan: Plan) -> tuple[list[Li
     removed = []
     for token in effect.removed:
         delete = next((op for op in deletes if op.face_token == token), None)
-        reason = delete.reason if delete else ("every face replaced" if effect.replaced_all else "dropped by the update")
+        dropped = "every face replaced" if effect.replaced_all else "dropped by the update"
+        reason = delete.reason if delete else dropped
         removed.append(Line("-", 2, _removed_face(token, plan), reason, ops=1 if delete else 0))
     destroy = [Line("~", 1, f"user {user_id}", _count(-len(effect.removed))), *removed] if removed else []
     return destroy, _changed_user_lines(user_id, ops, effect)
@@ -354,7 +355,8 @@ def _diff_line(line: Line) -> str:
             + (f"  # {visible(line.comment)}" if line.comment else ""))
 
 
-def render_markdown(plan: Plan, *, max_lines: int = MARKDOWN_MAX_LINES, max_chars: int = MARKDOWN_MAX_CHARS) -> str:
+def render_markdown(plan: Plan, *, max_lines: int = MARKDOWN_MAX_LINES,
+                    max_chars: int = MARKDOWN_MAX_CHARS) -> str:
     """A pull-request comment: summary table, warnings, notes, every delete, then the rest folded and,
     if it must be, cut. Never longer than ``max_chars`` (GitHub's comment limit); when even the deletes
     do not fit, it says so in a warning at the top and points to the JSON plan."""

@@ -48,7 +48,7 @@ def read_scope(plan: Plan, desired: Desired | None, library: FaceLibrary, *, con
     groups = [group_id for group_id in scope_groups(plan, desired) if group_id in present]
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         users = list(pool.map(lambda group_id: tuple(iter_user_ids(library, group_id)), groups))
-    return dict(zip(groups, users))
+    return dict(zip(groups, users, strict=True))
 
 
 def count_existing(plan: Plan, live_users: Mapping[str, Collection[str]], desired: Desired | None) -> int:
@@ -68,7 +68,8 @@ def count_existing(plan: Plan, live_users: Mapping[str, Collection[str]], desire
         if op.user_id is None or (named is None and op.kind is OpKind.DELETE_USER):
             continue
         for expect in op.expects:
-            if (expect.group_id, expect.user_id) == subject and expect.exists and expect.face_tokens is not None:
+            known = expect.exists and expect.face_tokens is not None
+            if known and (expect.group_id, expect.user_id) == subject:
                 faces[subject] = len(expect.face_tokens)
     existing = sum(1 for op in plan.operations if op.kind is OpKind.DELETE_GROUP)
     for group_id, users in live_users.items():

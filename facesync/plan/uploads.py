@@ -136,7 +136,8 @@ def _check(face: FaceSource, base: str, sha256_of: Callable[[str], str]) -> tupl
     except OSError as error:
         return None, f"cannot be read: {error.strerror or error}"
     if digest != face.sha256:
-        return None, f"differs from the reviewed image (sha256 {digest[:12]}... now, {face.sha256[:12]}... planned)"
+        return None, (f"differs from the reviewed image (sha256 {digest[:12]}... now, "
+                      f"{face.sha256[:12]}... planned)")
     return real, None
 
 
