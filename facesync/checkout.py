@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 GIT_TIMEOUT_S = 10
 
@@ -25,6 +25,7 @@ class Root:
     path: str  # absolute, real
     kind: str  # "git checkout", "--chdir", "working folder", "manifest's folder"
     commit: str = ""  # HEAD of the git checkout, when it is one
+    changed: bool = False  # the manifest's folder differs from that commit (edited, added, untracked files)
 
     def describe(self) -> str:
         return f"{self.path} ({self.kind})"
@@ -60,6 +61,8 @@ def manifest_place(manifest_path: str) -> tuple[str, Root]:
     if root is None or not _inside(real, root.path):
         cwd = os.path.realpath(os.getcwd())
         root = Root(cwd, "working folder") if _inside(real, cwd) else Root(folder, "manifest's folder")
+    elif _git(folder, "status", "--porcelain", "--", "."):
+        root = replace(root, changed=True)
     return os.path.relpath(real, root.path).replace(os.sep, "/"), root
 
 

@@ -138,6 +138,7 @@ def test_plan_in_one_checkout_apply_from_a_moved_copy(tmp_path):
                     str(tmp_path / "plan.json"), cwd=first, cache=tmp_path / "c1")
     assert made.returncode == 0, made.stderr
     assert f"`deploy/faceset.yaml` at commit `{head(first)}`" in made.stdout
+    assert "changes not in commit" not in made.stdout  # a clean checkout
     document = json.loads((tmp_path / "plan.json").read_text())
     assert document["manifest"] == "deploy/faceset.yaml"
     uploads = [op["face"] for op in document["operations"] if op["face"]]
@@ -239,6 +240,7 @@ def test_show_prints_a_saved_plan_byte_for_byte_as_plan_did(tmp_path):
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout == made.stdout
     text = facesync("show", str(repo / "plan-text.json"), cwd=tmp_path).stdout
+    assert f"Note: the manifest's folder has changes not in commit {head(repo)[:12]}" in text
     assert "- face faces/bob.png (" in text  # the removed face, named by the photo it came from
     assert "\u202e" not in text and "Alice \\u202e Z" in text
 
