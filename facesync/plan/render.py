@@ -381,7 +381,7 @@ def render_markdown(plan: Plan, *, max_lines: int = MARKDOWN_MAX_LINES,
         return logs.redact("\n".join([*head, *notes, NO_CHANGES, *foot]))
 
     parts = plan_parts(plan)
-    room = max_chars - sum(_utf16(x) + 1 for x in head + notes + foot) - 1_000  # titles, fences, cut notes
+    room = max_chars - sum(_utf16(x) + 1 for x in head + notes + foot) - 2_000  # titles, fences, cut notes
     destroy, room = _fit(parts.destroy, room, len(parts.destroy))
     change, room = _fit(parts.change, room, max_lines)
     body: list[str] = []
