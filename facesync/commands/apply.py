@@ -59,7 +59,7 @@ from facesync.lock import library_lock
 from facesync.logs import redact
 from facesync.model import Desired, ImageKind
 from facesync.plan.ops import Plan
-from facesync.targets import BAIDU_URL, TargetSpec, choose_target, open_target, parse_target
+from facesync.targets import TargetSpec, choose_target, open_target, parse_target
 from facesync.words import counted
 
 SHOWN_FAILURES = 20
@@ -240,7 +240,7 @@ def _plan_target(plan: Plan, flag: str | None) -> TargetSpec:
     if not recorded:
         raise ConfigError("the plan names no target", hint="pass --target")
     spec = parse_target(recorded)
-    if not spec.is_local and spec.location != BAIDU_URL:
+    if not (spec.is_local or spec.is_baidu):
         shown = recorded if recorded.isprintable() else repr(recorded)
         raise ConfigError(f"the plan names the target {shown}: facesync sends credentials only to Baidu or "
                           "to a server chosen outside the plan file",
