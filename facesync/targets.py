@@ -22,7 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from facesync.api.errors import error_for
-from facesync.api.protocol import ALL_GROUPS, Ack, AddedFace, Detection, FaceLibrary, FaceList, IdPage, UserRecord
+from facesync.api.protocol import (
+    ALL_GROUPS,
+    Ack,
+    AddedFace,
+    Detection,
+    FaceLibrary,
+    FaceList,
+    IdPage,
+    UserRecord,
+)
 from facesync.errors import ConfigError
 
 DEFAULT_TARGET = "local:.facesync/library.db"
@@ -79,11 +88,23 @@ def choose_target(flag: str | None, manifest_target: str | None = None) -> Targe
 
 def _manifest_target(text: str) -> TargetSpec:
     """The manifest's ``target:``, refused when it would send credentials to a server nobody chose."""
-    spec = parse_target(text)
+    refused = manifest_target_problem(text)
+    if refused is not None:
+        raise refused
+    return parse_target(text)
+
+
+def manifest_target_problem(text: str) -> ConfigError | None:
+    """Why a manifest may not name ``text`` as its target (None: it may): unknown, or a server that
+    would receive credentials without a person choosing it."""
+    try:
+        spec = parse_target(text)
+    except ConfigError as problem:
+        return problem
     if spec.is_local or spec.is_baidu:
-        return spec
+        return None
     shown = text if text.isprintable() else repr(text)
-    raise ConfigError(
+    return ConfigError(
         f"the manifest names the target {shown}: facesync sends credentials only to Baidu or to a server "
         "chosen outside the manifest",
         hint=f"if you trust that server, choose it yourself: --target {shown} (or FACESYNC_TARGET={shown}); "

@@ -135,3 +135,18 @@ def test_export_and_snapshot_of_a_missing_local_library_are_errors(tmp_path, com
     assert f"Error: the library local:{tmp_path / 'lib' / 'library.db'} does not exist" in done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
     assert tree(tmp_path) == before
+
+
+def test_validate_warns_of_a_server_target_and_export_does_not_write_one(tmp_path, serve):
+    server = serve()
+    manifest = project(tmp_path / "repo", server.base_url)
+    warned = facesync("validate", str(manifest), cwd=tmp_path)
+    assert warned.returncode == 0
+    assert f"faceset.yaml:2:9: warning: the manifest names the target {server.base_url}" in warned.stderr
+
+    exported = facesync("export", cwd=tmp_path, env={**server.env(), "FACESYNC_CACHE_DIR": str(tmp_path / "cache")})
+    assert exported.returncode == 0, exported.stderr
+    assert "target:" not in exported.stdout and "version: 1" in exported.stdout
+    (tmp_path / "exported.yaml").write_text(exported.stdout)
+    clean = facesync("validate", "exported.yaml", cwd=tmp_path)
+    assert clean.returncode == 0 and clean.stderr == "", clean.stderr

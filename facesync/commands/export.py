@@ -17,7 +17,7 @@ from facesync.commands.options import concurrency_option, qps_option, target_opt
 from facesync.errors import EXIT_OK
 from facesync.export import export_fragment, export_manifest
 from facesync.files import atomic_output
-from facesync.targets import ERROR, choose_target, open_target
+from facesync.targets import ERROR, choose_target, manifest_target_problem, open_target
 from facesync.workflow import close_library
 from facesync.words import counted
 
@@ -54,7 +54,9 @@ def command(target: str | None, groups: tuple[str, ...], users: tuple[str, ...],
     def export(handle):
         if fragment or users:
             return export_fragment(library, handle, groups=groups, users=users, concurrency=concurrency)
-        return export_manifest(library, handle, target=spec.text, groups=groups, concurrency=concurrency)
+        # a manifest may name only a target plan accepts from it: another server is left to --target
+        written = spec.text if manifest_target_problem(spec.text) is None else None
+        return export_manifest(library, handle, target=written, groups=groups, concurrency=concurrency)
 
     try:
         if out:

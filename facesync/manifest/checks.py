@@ -13,7 +13,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from facesync.api.protocol import GROUP_ID_MAX_BYTES, MAX_FACES_PER_USER, USER_ID_MAX_BYTES, USER_INFO_MAX_BYTES
+from facesync.api.protocol import (
+    GROUP_ID_MAX_BYTES,
+    MAX_FACES_PER_USER,
+    USER_ID_MAX_BYTES,
+    USER_INFO_MAX_BYTES,
+)
 from facesync.manifest.diagnostics import Diagnostic, error, warning
 from facesync.manifest.loader import format_path
 from facesync.model import LOCK_GROUP_ID, DesiredImage, Origin

@@ -24,11 +24,13 @@ import glob
 import hashlib
 import os
 
+from facesync.errors import ConfigError
 from facesync.manifest import checks, files, schema
 from facesync.manifest.checks import Entry, GroupDecl
-from facesync.manifest.diagnostics import Diagnostic, error, sort_key
+from facesync.manifest.diagnostics import Diagnostic, error, sort_key, warning
 from facesync.manifest.loader import YamlList, YamlMap, format_path, parse, position
 from facesync.model import Desired, DesiredGroup, DesiredImage, DesiredUser, ImageKind, Origin, Policy
+from facesync.targets import manifest_target_problem, parse_target
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -181,6 +183,23 @@ class Expansion:
                                for doc in self.docs)
         self.diagnostics.extend(checks.entry_problems(self.entries, self.groups, groups_known=all_groups_known,
                                                       warn_empty=not structure_errors))
+        self.check_target(self.docs[0])
+
+    def check_target(self, doc: _Doc) -> None:
+        """An unknown target is an error; a server the manifest names is refused by plan and apply
+        unless a person names it (then the manifest's is not used): a warning here."""
+        target = doc.data.get("target") if type(doc.data) is YamlMap else None
+        if type(target) is not str or not target:
+            return
+        origin = doc.origin(("target",))
+        try:
+            parse_target(target)
+        except ConfigError as problem:
+            self.diagnostics.append(error(origin, "target", problem.message, problem.hint))
+            return
+        refused = manifest_target_problem(target)
+        if refused is not None:
+            self.diagnostics.append(warning(origin, "target", refused.message, refused.hint))
 
     def expand_groups(self, doc: _Doc) -> None:
         for group_id, body in doc.mapping("groups").items():
