@@ -43,8 +43,8 @@ def decode_base64_image(text: str) -> bytes:
 
 def check_image_bytes(data: bytes) -> bytes:
     """``data`` when it is a PNG, JPEG or BMP by content; GIF and anything else are refused."""
-    if sniff_format(data) not in ACCEPTED_FORMATS:
-        raise ImageProblem(222203, "image is not PNG, JPEG or BMP")
+    if sniff_format(data, complete=True) not in ACCEPTED_FORMATS:
+        raise ImageProblem(222203, "image is not PNG, JPEG or BMP (a signature without a valid header is not)")
     return data
 
 

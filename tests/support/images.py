@@ -20,8 +20,15 @@ def png(seed: int, size: int = 2) -> bytes:
 
 
 def jpeg(seed: int) -> bytes:
-    """Bytes that pass a content check as JPEG (magic and end marker), unique to ``seed``."""
-    return b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + seed.to_bytes(8, "big") + b"\xff\xd9"
+    """A JPEG's structure (JFIF, a comment unique to ``seed``, a 1×1 frame header, a scan), unique bytes."""
+
+    def segment(marker: int, payload: bytes) -> bytes:
+        return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
+
+    return (b"\xff\xd8" + segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
+            + segment(0xFE, b"seed " + str(seed).encode())
+            + segment(0xC0, b"\x08\x00\x01\x00\x01\x01\x01\x11\x00")
+            + segment(0xDA, b"\x01\x01\x00\x00\x3f\x00") + b"\x00" + b"\xff\xd9")
 
 
 def bmp(seed: int) -> bytes:
