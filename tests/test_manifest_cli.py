@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.images import png
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "quickstart" / "faceset.yaml"
 
 
@@ -66,7 +68,7 @@ def test_several_manifests_are_all_checked_and_any_bad_one_fails(tmp_path):
 
 def test_every_error_of_every_kind_comes_in_one_run(tmp_path):
     """A duplicate key, structure errors, bad ids inside a broken mapping and missing files: all at once."""
-    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    (tmp_path / "a.png").write_bytes(png(1))
     (tmp_path / "faceset.yaml").write_text(
         "version: 1\n"
         "groups:\n"
@@ -124,7 +126,7 @@ def test_errors_after_a_duplicate_key_in_an_included_file_are_reported(tmp_path)
 
 
 def test_a_rule_broken_thousands_of_times_prints_a_few_and_a_count(tmp_path):
-    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    (tmp_path / "a.png").write_bytes(png(1))
     lines = ["version: 1", "groups:"] + [f"  empty{n}: {{}}" for n in range(12)] + ["  g:", "    users:"]
     lines += [f"      {'u' * 49}{n}: {{images: [a.png]}}" for n in range(3000)]
     lines += ["      bo b: {images: [a.png]}"]
