@@ -45,7 +45,8 @@ def bmp_with(header_size: int = 40, planes: int = 1, bits: int = 24, width: int 
 
 
 GOOD = {"png": png(3), "jpeg": jpeg(3), "bmp": bmp(3)}
-EXAMPLES = sorted((ROOT / "examples").rglob("*.png"))
+EXAMPLES = sorted(path for folder in (ROOT / "examples", ROOT / "tests" / "photos") for pattern in ("*.png", "*.jpg")
+                  for path in folder.rglob(pattern))
 
 BAD = {
     "png signature alone": PNG_SIGNATURE,
@@ -80,7 +81,9 @@ def test_real_images_pass_whole_and_by_their_first_bytes(kind):
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_the_example_photos_pass(path):
-    assert sniff_format(path.read_bytes(), complete=True) == "png"
+    data = path.read_bytes()
+    kind = "png" if path.suffix == ".png" else "jpeg"
+    assert sniff_format(data, complete=True) == kind and sniff_format(data[:MIN_IMAGE_BYTES]) == kind
 
 
 @pytest.mark.parametrize("name", BAD)
