@@ -7,6 +7,7 @@ fills in face_tokens, ``refresh`` (or a snapshot) builds ``Live``, and the plann
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -137,3 +138,20 @@ class Live:
 # The group that holds the apply lock of a remote library (see lock.py). It is facesync's own: the
 # manifest may not name it, and the planner never lists, prunes or deletes it.
 LOCK_GROUP_ID = "_facesync_lock"
+
+# Groups that hold, for the length of one apply, a copy of a user whose faces are known only by
+# face_token while a user/update drops them (a FACE_TOKEN may stop working once no user holds its face).
+# Like the lock group they are facesync's own: never listed, pruned or deleted as a manifest's group.
+STAGE_GROUP_PREFIX = "_facesync_stage_"
+
+
+def stage_group_id(group_id: str) -> str:
+    """The staging group for users of ``group_id`` (one per source group: user_ids are unique in it)."""
+    name = STAGE_GROUP_PREFIX + group_id
+    if len(name.encode("utf-8")) <= 48:
+        return name
+    return STAGE_GROUP_PREFIX + hashlib.sha256(group_id.encode("utf-8")).hexdigest()[:24]
+
+
+def is_stage_group(group_id: str) -> bool:
+    return group_id.startswith(STAGE_GROUP_PREFIX)

@@ -7,6 +7,10 @@ Calls, in two waves (the second needs the first's answers; each wave runs concur
    once for each distinct user_id whose user_info the manifest manages and that exists live in a
    managed group (its memberships fill user_info in every managed group at once).
 
+A third, small wave belongs to planning rather than reading: ``read_user_info`` fills in the user_info of
+the users a plan would add faces to although the manifest does not manage their user_info (the add must
+send it back; see ``planner.user_info_to_read``). An in-sync library needs none of these calls.
+
 Users that are only to be deleted get no face list (``face_tokens`` None); groups the manifest does not
 name are not read (their ids come with group/getlist, enough for ``delete_unlisted_groups``).
 
@@ -21,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from facesync import progress as progress_bars
 from facesync.api.errors import NotFoundError
@@ -88,6 +92,28 @@ def refresh(library: FaceLibrary, desired: Desired, *, concurrency: int = 8,
              counted(calls, "call"))
     return Live(group_ids=group_ids, groups=groups, identity=library.identity, fetched_at=time.time(),
                 source="refresh")
+
+
+def read_user_info(library: FaceLibrary, live: Live, user_ids: frozenset[str] | set[str], *,
+                   concurrency: int = 8) -> Live:
+    """``live`` with the user_info of ``user_ids`` filled in, in every managed group (user/get @ALL once
+    each). A user gone since the refresh keeps None: the plan then refuses, and a re-run reads afresh."""
+    if not user_ids:
+        return live
+    ordered = sorted(user_ids)
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(ordered)))) as pool:
+        infos = dict(zip(ordered, pool.map(lambda user_id: read_memberships(library, user_id), ordered)))
+    groups = {}
+    for group_id, group in live.groups.items():
+        users = dict(group.users)
+        for user_id in ordered:
+            user = users.get(user_id)
+            memberships = infos[user_id] or {}
+            if user is not None and user.user_info is None and group_id in memberships:
+                users[user_id] = LiveUser(user_id, user.face_tokens, memberships[group_id])
+        groups[group_id] = LiveGroup(group_id, users)
+    log.info("read the user_info of %d user(s) the plan adds faces to", len(ordered))
+    return replace(live, groups=groups)
 
 
 def _live_users(group_id: str, user_ids: list[str], faces: dict, infos: dict) -> dict[str, LiveUser]:

@@ -53,8 +53,8 @@ from facesync.model import (
     LiveUser,
 )
 from facesync.plan.ops import Operation, Plan
-from facesync.plan.planner import make_plan
-from facesync.refresh import refresh
+from facesync.plan.planner import make_plan, user_info_to_read
+from facesync.refresh import read_user_info, refresh
 from facesync.resolve import ImageResolveError, resolve_images
 from facesync.targets import REMOTE_DEFAULT_QPS, parse_target
 from facesync.words import counted
@@ -108,6 +108,7 @@ def take_snapshot(library: FaceLibrary, desired: Desired | None, cache: TokenCac
         return Snapshot(live, {}, taken_at, library.identity, scope=SCOPE_LIBRARY)
     live = refresh(library, desired, concurrency=concurrency, progress=progress)
     resolved = resolve_images(desired, live, library, cache, concurrency=concurrency, progress=progress).desired
+    live = read_user_info(library, live, user_info_to_read(resolved, live), concurrency=concurrency)
     tokens: dict[str, str] = {}
     url_tokens: dict[str, str] = {}
     for image in _images(resolved):
@@ -302,7 +303,7 @@ def project(live: Live, desired: Desired) -> Live:
         named = {user.user_id for user in group.users}
         groups[group.group_id] = LiveGroup(group.group_id, {
             uid: LiveUser(uid, user.face_tokens if uid in named else None,
-                          user.user_info if uid in managed_info else None)
+                          user.user_info if uid in managed_info or uid in named else None)
             for uid, user in live_group.users.items()
         })
     return replace(live, groups=groups)
@@ -425,6 +426,12 @@ def plan_snapshot(desired: Desired, snapshot: Snapshot, snapshot_path: str, *, c
                                      "identify; planning them offline could delete a face the manifest wants", risky),
                             hint="take the snapshot with this manifest (facesync snapshot MANIFEST --out FILE), "
                                  "or plan online")
+    unread = user_info_to_read(offline.desired, live)
+    if unread:
+        raise SnapshotError(_listing(f"snapshot {snapshot_path} lacks the user_info of users this plan adds faces "
+                                     "to (it must be sent back to be kept)", tuple(sorted(unread))),
+                            hint="take the snapshot with this manifest (facesync snapshot MANIFEST --out FILE), "
+                                 "or of the whole library (facesync snapshot --out FILE)")
     plan = make_plan(offline.desired, live, target=snapshot.target, qps=_estimate_qps(snapshot.target, qps),
                      force=force)
     notes = list(plan.notes)

@@ -23,9 +23,9 @@ from facesync.errors import ConfigError
 from facesync.model import Desired, ImageKind, Live
 from facesync.plan.effects import structure, user_effect
 from facesync.plan.ops import Plan
-from facesync.plan.planner import make_plan, narrow
+from facesync.plan.planner import make_plan, narrow, user_info_to_read
 from facesync.plan.uploads import pin
-from facesync.refresh import refresh
+from facesync.refresh import read_user_info, refresh
 from facesync.resolve import ResolveStats, resolve_images
 from facesync.targets import EMPTY, REMOTE_DEFAULT_QPS, TargetSpec, choose_target, open_target
 
@@ -142,9 +142,12 @@ def plan_desired(desired: Desired, library: FaceLibrary, cache: TokenCache, *, q
     ``live``: a state read earlier (a snapshot) instead of a refresh; ``library`` then only answers
     ``detect`` for images the cache does not know.
     """
+    from_snapshot = live is not None
     if live is None:
         live = refresh(library, desired, concurrency=concurrency, progress=progress)
     resolution = resolve_images(desired, live, library, cache, concurrency=concurrency, progress=progress)
+    if not from_snapshot:
+        live = read_user_info(library, live, user_info_to_read(resolution.desired, live), concurrency=concurrency)
     plan = make_plan(resolution.desired, live, qps=qps, force=force)
     return resolution.desired, live, finish_plan(plan, resolution.desired, cache), resolution.stats
 

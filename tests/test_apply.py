@@ -20,9 +20,6 @@ from facesync.errors import PlanRefusedError
 from facesync.images import local_face_token
 from facesync.model import LOCK_GROUP_ID, Desired, DesiredGroup, DesiredImage, DesiredUser, ImageKind, Policy
 from facesync.plan.ops import Expect, FaceSource, Operation, OpKind, Plan
-from facesync.plan.planner import make_plan
-from facesync.refresh import refresh
-from facesync.resolve import resolve
 from tests.support.images import png
 
 # ---- helpers shared by the apply tests --------------------------------------------------------------
@@ -40,9 +37,10 @@ def token_of(seed: int) -> str:
 
 
 def plan_for(library, desired: Desired, cache: TokenCache | None = None, *, force: bool = True) -> Plan:
-    live = refresh(library, desired, concurrency=4, progress=False)
-    resolved = resolve(desired, live, library, cache or TokenCache.in_memory(), concurrency=4)
-    return make_plan(resolved, live, force=force)
+    from facesync.workflow import plan_desired
+
+    return plan_desired(desired, library, cache or TokenCache.in_memory(), concurrency=4, force=force,
+                        progress=False)[2]
 
 
 def snapshot(library, group_ids) -> dict:
@@ -150,8 +148,8 @@ def test_dependencies_add_the_safety_rules_and_only_point_backwards():
     assert deps[4] == frozenset()  # independent: starts at once
     assert deps[5] >= {1, 2, 3}  # make before break, and the copy reads the source first
     assert deps[6] == {4}
-    assert deps[7] == frozenset()
-    assert deps[8] == {6}
+    assert deps[7] == {1, 2, 4}  # its faces are not known: any may be what an add by token needs alive
+    assert deps[8] == {1, 2, 4, 6}
     assert all(j < i for i, need in enumerate(deps) for j in need)
 
 
@@ -178,16 +176,16 @@ def test_rerunning_a_finished_plan_counts_everything_as_already_done(library, tm
     assert snapshot(library, ["g", "n", "dead"]) == desired_state(desired)
 
 
-def test_already_present_face_with_other_user_info_is_fixed_without_losing_faces(library, tmp_path):
+def test_already_present_face_with_other_user_info_fails_honestly_and_loses_nothing(library, tmp_path):
     seed_library(library, {"g": {"u": ([1, 2], "old info")}})
     op = _op(OpKind.ADD_FACE, "g", "u", face=FaceSource(ImageKind.FILE, "face1.png",
                                                         path=image_file(tmp_path, 1).path),
              user_info="new info")
     result = executor.execute(Plan((op,), target=library.identity), library)
-    assert result.ok, (result.failures, result.problems)
-    assert result.results[0].outcome == executor.DONE  # fixed, not merely "already"
-    assert result.results[0].face_token == token_of(1)
-    assert snapshot(library, ["g"]) == {"g": {"u": (tuple(sorted([token_of(1), token_of(2)])), "new info")}}
+    # setting user_info alone takes a user/update, which drops the other faces: that is the planner's job
+    assert result.results[0].outcome == executor.FAILED
+    assert "run apply again" in result.results[0].error_msg
+    assert snapshot(library, ["g"]) == {"g": {"u": (tuple(sorted([token_of(1), token_of(2)])), "old info")}}
 
 
 def test_copy_meeting_an_existing_user_adds_what_the_copy_would_have(library):

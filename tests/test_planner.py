@@ -40,11 +40,13 @@ def desired(*groups: DesiredGroup, **policy) -> Desired:
     return Desired(tuple(groups), Policy(**policy), digest="sha256:d")
 
 
-def live(groups: dict[str, dict[str, tuple]], extra_groups: tuple[str, ...] = ()) -> Live:
-    """groups: {gid: {uid: (face names, user_info)}}"""
+def live(groups: dict[str, dict[str, tuple]], extra_groups: tuple[str, ...] = (), read_info: bool = True) -> Live:
+    """groups: {gid: {uid: (face names, user_info)}}; a None user_info reads as empty unless ``read_info``
+    is off (then it was not read, as refresh leaves the user_info the manifest does not manage)."""
     return Live(
         group_ids=(*groups, *extra_groups),
-        groups={gid: LiveGroup(gid, {uid: LiveUser(uid, tuple(tok(n) for n in names), info)
+        groups={gid: LiveGroup(gid, {uid: LiveUser(uid, tuple(tok(n) for n in names),
+                                              "" if info is None and read_info else info)
                                      for uid, (names, info) in users.items()})
                 for gid, users in groups.items()},
         identity="local:test.db",
@@ -120,7 +122,7 @@ def test_replacing_every_face_is_an_update_then_adds():
     assert update.expects == (Expect("g", "bob", True, tuple(sorted(tok(n) for n in ("o1", "o2", "o3"))), "B"),)
 
 
-def test_user_info_only_change_is_an_update_with_a_kept_face_then_re_adds_by_token():
+def test_user_info_only_change_is_an_update_with_a_kept_face_then_re_adds_from_the_files():
     d = desired(DesiredGroup("g", (user("bob", "f1", "f2", "f3", info="new"),)))
     p = plan(d, live({"g": {"bob": (("f1", "f2", "f3"), "old")}}))
     assert kinds(p) == ["update_user", "add_face", "add_face"]
@@ -128,7 +130,65 @@ def test_user_info_only_change_is_an_update_with_a_kept_face_then_re_adds_by_tok
     assert update.face.kind is ImageKind.FACE_TOKEN and update.face.face_token == tok("f1")
     assert update.user_info == "new"
     assert [op.face.face_token for op in readds] == [tok("f2"), tok("f3")]
-    assert all(op.face.kind is ImageKind.FACE_TOKEN and op.after == (0,) for op in readds)
+    # a FACE_TOKEN may stop working once no user holds its face: the bytes always do
+    assert [op.face.kind for op in readds] == [ImageKind.FILE, ImageKind.FILE]
+    assert [op.face.path for op in readds] == ["/m/f2.jpg", "/m/f3.jpg"]
+    assert all(op.after == (0,) and op.user_info == "new" for op in readds)
+
+
+def token_image(name: str) -> DesiredImage:
+    return DesiredImage(ImageKind.FACE_TOKEN, tok(name), None, None, tok(name))
+
+
+def test_an_update_goes_by_the_face_known_only_by_token_and_files_are_re_uploaded():
+    bob = DesiredUser("bob", (img("f1"), token_image("t1")), "new")
+    p = plan(desired(DesiredGroup("g", (bob,))), live({"g": {"bob": (("f1", "t1"), "old")}}))
+    assert kinds(p) == ["update_user", "add_face"]
+    update, readd = p.operations
+    assert update.face.face_token == tok("t1")  # the user holds it while the update runs
+    assert readd.face.kind is ImageKind.FILE and readd.face.face_token == tok("f1")
+
+
+def test_faces_known_only_by_token_are_staged_in_a_copy_while_the_update_drops_them():
+    bob = DesiredUser("bob", (token_image("t1"), token_image("t2"), img("f1")), "new")
+    p = plan(desired(DesiredGroup("g", (bob,))), live({"g": {"bob": (("f1", "t1", "t2"), "old")}}))
+    stage = "_facesync_stage_g"
+    assert [(op.kind.value, op.group_id) for op in p.operations] == [
+        ("create_group", stage), ("copy_user", stage), ("update_user", "g"), ("add_face", "g"),
+        ("add_face", "g"), ("delete_group", stage)]
+    _create, copy, update, readd_token, readd_file, delete = p.operations
+    assert copy.src_group_id == "g" and copy.after == (0,)
+    assert update.face.face_token == tok("t1") and 1 in update.after
+    assert readd_token.face.kind is ImageKind.FACE_TOKEN and readd_token.face.face_token == tok("t2")
+    assert readd_file.face.kind is ImageKind.FILE
+    assert set(delete.after) == {2, 3, 4}
+    assert p.safety.deleting == 0
+
+
+def test_an_unpruned_user_keeps_its_unlisted_faces_through_the_update_by_staging():
+    bob = DesiredUser("bob", (img("f1"),), "new")
+    p = plan(desired(DesiredGroup("g", (bob,), prune=False)), live({"g": {"bob": (("f1", "x1", "x2"), "old")}}))
+    assert "copy_user" in kinds(p) and kinds(p)[-1] == "delete_group"
+    readds = [op for op in p.operations if op.kind.value == "add_face"]
+    assert sorted(op.face.face_token for op in readds) == sorted([tok("f1"), tok("x2")])
+
+
+def test_adds_to_a_user_whose_user_info_is_not_managed_send_back_what_the_library_has():
+    d = desired(DesiredGroup("g", (user("bob", "f1", "f2"),)))
+    p = plan(d, live({"g": {"bob": (("f1",), "kept")}}))
+    assert kinds(p) == ["add_face"]
+    assert p.operations[0].user_info == "kept"
+    assert p.operations[0].expects[0].user_info == "kept"
+
+
+def test_a_plan_that_adds_to_a_user_whose_user_info_was_not_read_is_refused():
+    from facesync.plan.planner import user_info_to_read
+
+    d = desired(DesiredGroup("g", (user("bob", "f1", "f2"), user("ann", "a1"))))
+    lv = live({"g": {"bob": (("f1",), None), "ann": (("a1",), None)}}, read_info=False)
+    assert user_info_to_read(d, lv) == {"bob"}  # ann is in sync: reading her costs a call for nothing
+    with pytest.raises(ValueError, match=r"user_info .*\(bob\)"):
+        plan(d, lv)
 
 
 def test_user_info_change_rides_on_an_add_without_an_update():

@@ -2,7 +2,9 @@
 
 ``simulate`` applies operations with the semantics of baidu-faceset-v3.md (add appends a face and
 creates the user, update replaces every face and sets user_info, deleting the last face deletes the
-user, copy duplicates a user) and fails on any call the real library would refuse.
+user, copy duplicates a user) and fails on any call the real library would refuse. Where the contract
+is silent it takes either variant of its UNKNOWN table: ``lenient``, or ``harsh`` (an add or update
+without user_info clears it; a FACE_TOKEN works only while some user of the app holds that face).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from facesync.apply.order import dependencies
 from facesync.model import (
     LOCK_GROUP_ID,
     Desired,
@@ -24,12 +27,14 @@ from facesync.model import (
     LiveGroup,
     LiveUser,
     Policy,
+    is_stage_group,
 )
 from facesync.plan.ops import OpKind, Plan
 from facesync.plan.planner import make_plan
 
 IMAGES = [f"img{i}.jpg" for i in range(6)]
 TOKEN = {name: hashlib.md5(name.encode()).hexdigest() for name in IMAGES}
+NAME = {token: name for name, token in TOKEN.items()}
 SHA = {name: hashlib.sha256(name.encode()).hexdigest() for name in IMAGES}
 MANAGED = ["g0", "g1", "g2"]
 UNLISTED = ["x0", "x1"]
@@ -43,8 +48,15 @@ class Refused(AssertionError):
     """A call the real library would answer with an error."""
 
 
-def simulate(state: State, op) -> None:
+def _held(state: State, token: str) -> bool:
+    return any(token in user[0] for users in state.values() for user in users.values())
+
+
+def simulate(state: State, op, unknowns: str = "lenient") -> None:
     groups = state
+    harsh = unknowns == "harsh"
+    if harsh and op.face is not None and op.face.kind is ImageKind.FACE_TOKEN and not _held(state, op.face.face_token):
+        raise Refused(f"222209 {op.key}: the face of this FACE_TOKEN is held by no user any more")
     gid, uid = op.group_id, op.user_id
     if op.kind is OpKind.CREATE_GROUP:
         if gid in groups:
@@ -62,8 +74,8 @@ def simulate(state: State, op) -> None:
         if token in user[0]:
             raise Refused(f"223105 {op.key}")
         user[0].append(token)
-        if op.user_info is not None:
-            user[1] = op.user_info
+        if op.user_info is not None or harsh:
+            user[1] = op.user_info or ""
     elif op.kind is OpKind.UPDATE_USER:
         if uid not in groups[gid]:
             raise Refused(f"223103 {op.key}")
@@ -103,17 +115,24 @@ def live_of(state: State, desired: Desired, read_all: bool = True) -> Live:
     return Live(group_ids=tuple(state), groups=groups, identity="sim")
 
 
+def _name(image: DesiredImage) -> str:
+    return NAME[image.source] if image.kind is ImageKind.FACE_TOKEN else image.source
+
+
 def resolved(desired: Desired, state: State, drop: random.Random | None = None) -> Desired:
-    """Tokens filled as resolve would: always for users that exist in that group, sometimes for others."""
+    """Tokens filled as resolve would: always for users that exist in that group, sometimes for others.
+    Images the manifest names by face_token keep that kind (and always have their token)."""
     groups = []
     for group in desired.groups:
         users = []
         for user in group.users:
             exists = user.user_id in state.get(group.group_id, {})
             images = tuple(
+                DesiredImage(ImageKind.FACE_TOKEN, TOKEN[name], None, None, TOKEN[name])
+                if image.kind is ImageKind.FACE_TOKEN else
                 DesiredImage(ImageKind.FILE, name, f"/m/{name}", SHA[name],
                              TOKEN[name] if exists or (drop is not None and drop.random() < 0.5) else None)
-                for name in (image.source for image in user.images)
+                for image, name in ((image, _name(image)) for image in user.images)
             )
             users.append(DesiredUser(user.user_id, images, user.user_info))
         groups.append(DesiredGroup(group.group_id, tuple(users), group.prune))
@@ -141,7 +160,10 @@ def scenarios(draw):
                 names, info = profiles[uid]  # the same user in several groups: copy candidates
             else:
                 names, info = tuple(draw(images_st)), draw(st.sampled_from([None, *INFOS]))
-            users.append(DesiredUser(uid, tuple(DesiredImage(ImageKind.FILE, n) for n in names), info))
+            # a manifest may name faces by face_token alone: only faces that exist somewhere, as export writes
+            by_token = all(_held(state, TOKEN[n]) for n in names) and draw(st.integers(0, 2)) == 0
+            users.append(DesiredUser(uid, tuple(DesiredImage(ImageKind.FACE_TOKEN, TOKEN[n]) if by_token
+                                                else DesiredImage(ImageKind.FILE, n) for n in names), info))
         groups.append(DesiredGroup(gid, tuple(users), prune=draw(st.booleans())))
     policy = Policy(delete_unlisted_groups=draw(st.booleans()),
                     protected_groups=frozenset(draw(st.lists(st.sampled_from(UNLISTED), unique=True))),
@@ -151,7 +173,7 @@ def scenarios(draw):
     return state, resolved(desired, state, seed), seed
 
 
-def run_in_order(plan: Plan, state: State, desired: Desired, order: list[int]) -> State:
+def run_in_order(plan: Plan, state: State, desired: Desired, order: list[int], unknowns: str = "lenient") -> State:
     """Applies ``plan`` in ``order``, checking dependencies and make-before-break after every call."""
     state = copy_state(state)
     wanted = [(g.group_id, u.user_id) for g in desired.groups for u in g.users if u.images]
@@ -160,7 +182,8 @@ def run_in_order(plan: Plan, state: State, desired: Desired, order: list[int]) -
     for index in order:
         op = plan.operations[index]
         assert set(op.after) <= done, f"{op.key} ran before {op.after}"
-        simulate(state, op)
+        assert dependencies(plan)[index] <= done, f"{op.key} ran before what the executor waits for"
+        simulate(state, op, unknowns)
         done.add(index)
         for gid, uid in alive:
             assert uid in state[gid], f"user {uid} of {gid} vanished after {op.key}"
@@ -168,9 +191,9 @@ def run_in_order(plan: Plan, state: State, desired: Desired, order: list[int]) -
 
 
 def dependency_order(plan: Plan, rng: random.Random | None) -> list[int]:
-    """An order that respects ``after`` only, as a concurrent executor may run it: random, or (rng None)
-    the most hostile one, deletes as early as their dependencies allow."""
-    waiting = {i: set(op.after) for i, op in enumerate(plan.operations)}
+    """An order the executor may run (``after`` plus its own rules, ``order.dependencies``): random, or
+    (rng None) the most hostile one, deletes as early as their dependencies allow."""
+    waiting = {i: set(need) for i, need in enumerate(dependencies(plan))}
     done: set[int] = set()
     order = []
     while waiting:
@@ -195,7 +218,7 @@ def expected(state: State, desired: Desired) -> State:
             if not user.images:
                 after.pop(user.user_id, None)
                 continue
-            faces = [TOKEN[image.source] for image in user.images]
+            faces = [TOKEN[_name(image)] for image in user.images]
             old = before.get(user.user_id)
             if old is not None and not group.prune:
                 faces += [t for t in old[0] if t not in faces]
@@ -223,8 +246,8 @@ def normalised(state: State, reference: State) -> State:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenarios())
-def test_plan_converges_in_any_dependency_order(scenario):
+@given(scenarios(), st.sampled_from(["lenient", "harsh"]))
+def test_plan_converges_in_any_dependency_order(scenario, unknowns):
     state, desired, rng = scenario
     live = live_of(state, desired)
     plan = make_plan(desired, live, created_at="t")
@@ -246,7 +269,7 @@ def test_plan_converges_in_any_dependency_order(scenario):
     want = expected(state, desired)
     orders = list(range(len(plan.operations))), dependency_order(plan, rng), dependency_order(plan, None)
     for order in orders:
-        result = run_in_order(plan, state, desired, order)
+        result = run_in_order(plan, state, desired, order, unknowns)
         assert normalised(result, want) == normalised(want, want)
         again = make_plan(resolved(desired, result), live_of(result, desired), created_at="t")
         assert again.operations == (), [op.key for op in again.operations]
@@ -267,7 +290,7 @@ def test_plan_is_deterministic_and_never_costlier_than_naive(scenario):
         named = {user.user_id for user in group.users}
         for user in group.users:
             old = before.get(user.user_id, [[], ""])
-            wanted = {TOKEN[image.source] for image in user.images}
+            wanted = {TOKEN[_name(image)] for image in user.images}
             naive += len(wanted - set(old[0]))
             changed_info = user.user_info is not None and user.user_id in before and old[1] != user.user_info
             extra = set(old[0]) - wanted
@@ -294,7 +317,7 @@ def test_narrowed_plans_touch_only_the_chosen_users(scenario, chosen):
         return
     plan = make_plan(narrow(desired, users=chosen), live_of(state, desired), created_at="t")
     for op in plan.operations:
-        assert op.kind is not OpKind.DELETE_GROUP
+        assert op.kind is not OpKind.DELETE_GROUP or is_stage_group(op.group_id)  # only its own staging
         assert op.kind is OpKind.CREATE_GROUP or op.user_id in chosen, op.key
     full = make_plan(desired, live_of(state, desired), created_at="t")
     # the chosen users get exactly what the full plan gives them, prune included

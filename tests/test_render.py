@@ -46,7 +46,7 @@ def fixed_plan() -> Plan:
         "bob": (("b1", "b0"), '{"name": "Bob", "team": "ops"}'),
         "carol": (("c1", "c2"), "carol"),
         "erin": (("e1", "e2"), "Erin"),
-        "frank": (("f1", "f2"), None),
+        "frank": (("f1", "f2"), ""),  # read: the adds send it back
         "dave": (("d1",), None),
     }}, extra_groups=("old_visitors", "audit"))
     made = plan(d, lv, qps=10)

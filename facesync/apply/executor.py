@@ -3,7 +3,9 @@
 - Order: see ``order.py``. An operation starts as soon as everything it waits for has succeeded.
 - Idempotence. "Already exists" on a create-type call (223101, 223105, 223102) and "does not exist" on
   a delete-type call (223100, 223103, 223106) count as done ("already") only after the library was
-  checked to hold what the operation wanted; a 223105 whose user_info differs is fixed in place.
+  checked to hold what the operation wanted. A 223105 whose user_info differs fails the operation
+  rather than fixing it in place: setting user_info alone takes a user/update, which drops the other
+  faces, and only the planner knows how to re-add them safely (files, or a staging copy).
 - Failures. A permanent failure fails its operation and skips, transitively, every operation that waits
   for it, plus the face deletes and updates of the same user (a failed add never leaves a user with
   fewer faces than before); independent work carries on. 17/19 (quota) and auth errors stop the run at
@@ -346,9 +348,11 @@ class _Run:
             if token not in faces:
                 raise _NotAsWanted(f"the library says the face exists, but {_where(op)} lacks {token}") from error
             self._remember(op.face, digest, token)
-            if op.user_info is not None and self._user_info(op.group_id, op.user_id) != op.user_info:
-                self._set_user_info(op.group_id, op.user_id, op.user_info, token, faces)
-                return DONE, token, error.log_id
+            if op.user_info is not None:
+                have = self._user_info(op.group_id, op.user_id)
+                if have != op.user_info:  # changed under us: re-planning sets it without losing a face
+                    raise _NotAsWanted(f"{_where(op)} has the face but user_info {have!r}, not {op.user_info!r}; "
+                                       "run apply again to plan the change") from error
             return ALREADY, token, error.log_id
         self._remember(op.face, digest, added.face_token)
         return DONE, added.face_token, added.log_id
@@ -364,13 +368,6 @@ class _Run:
         for token in missing:
             self._call("user_add", op.group_id, op.user_id, Image.from_face_token(token), user_info=info)
         return DONE
-
-    def _set_user_info(self, group_id: str, user_id: str, user_info: str, token: str, faces: list[str]) -> None:
-        """Only user/update sets user_info without a new face, and it drops the other faces: re-add them."""
-        self._call("user_update", group_id, user_id, Image.from_face_token(token), user_info=user_info)
-        for other in faces:
-            if other != token:
-                self._call("user_add", group_id, user_id, Image.from_face_token(other), user_info=user_info)
 
     def _faces(self, group_id: str, user_id: str) -> list[str]:
         try:

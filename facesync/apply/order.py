@@ -4,7 +4,9 @@ Every rule only ever points at an EARLIER operation of the plan, so the graph ca
 the group's CreateGroup first; within one (group, user) the first add/update/copy goes alone (it
 creates the user, or an update replaces every face), the other adds follow in parallel; a user's
 deletes wait for all of that user's earlier work (make before break) and for every earlier add that
-re-uses a face_token they remove; a copy waits for its source user to converge; a DeleteGroup waits for
+re-uses a face_token they remove (a FACE_TOKEN may stop working once no user holds its face), and a
+delete whose faces the plan does not know (a group, an unread user) waits for every add by face_token;
+a copy waits for its source user to converge; a DeleteGroup waits for
 everything in that group. There is no global barrier between phases, so the pool stays busy.
 """
 
@@ -44,7 +46,11 @@ def dependencies(plan: Plan) -> tuple[frozenset[int], ...]:
             need.update(by_user.get((op.src_group_id, op.user_id), ()))
         if op.kind in (OpKind.DELETE_FACE, OpKind.DELETE_USER) and subject is not None:
             need.update(by_user.get(subject, ()))
-            for token in _tokens_removed(op):
+        if op.kind.is_delete:
+            removed = _tokens_removed(op)
+            if removed is None:  # faces not known: any of them may be what an add by token needs alive
+                need.update(i for adds in token_adds.values() for i in adds)
+            for token in removed or ():
                 need.update(token_adds.get(token, ()))
         if op.kind is OpKind.DELETE_GROUP:
             need.update(by_group.get(op.group_id, ()))
@@ -68,11 +74,14 @@ def dependencies(plan: Plan) -> tuple[frozenset[int], ...]:
     return tuple(deps)
 
 
-def _tokens_removed(op: Operation) -> tuple[str, ...]:
+def _tokens_removed(op: Operation) -> tuple[str, ...] | None:
+    """The faces a delete takes out of the library, or None when the plan does not know them (a group, a
+    user whose faces were not read)."""
     if op.kind is OpKind.DELETE_FACE:
         return (op.face_token,) if op.face_token else ()
-    tokens: list[str] = []
+    if op.kind is OpKind.DELETE_GROUP:
+        return None
     for expect in op.expects:
-        if (expect.group_id, expect.user_id) == subject_of(op) and expect.face_tokens:
-            tokens.extend(expect.face_tokens)
-    return tuple(tokens)
+        if (expect.group_id, expect.user_id) == subject_of(op) and expect.face_tokens is not None:
+            return expect.face_tokens
+    return None

@@ -10,8 +10,19 @@ Set algebra over face_tokens, one pass over the faces, no I/O. Choices where the
 - Every add sends the desired user_info (when managed): free, and whichever add creates a new user sets
   it. Adds of one new user do not wait on each other (user/add creates the user when missing).
   Re-adds of faces the user already had send quality_control/liveness_control NONE: they were accepted.
+- An add to an existing user whose user_info the manifest does not manage sends back the user_info the
+  library has (Baidu may clear it on an add without one): the planner needs it read, and
+  ``user_info_to_read`` names the users to read (only those the plan writes to, so an in-sync library
+  costs no extra call); ``make_plan`` refuses a Live that lacks it. The expect carries it, so a saved
+  plan is refused when it changed since.
 - ``user/update`` resets user_info when none is sent (the contract's default is empty), so the update
   form is used only for users whose user_info the manifest manages; the others get adds and deletes.
+- After a ``user/update`` the other faces are re-added from the manifest's file or URL (a FACE_TOKEN may
+  stop working once no user holds its face). The update itself goes by the token of a kept face, one the
+  manifest knows only by token when there is one. When a face to re-add is still known only by token
+  (a face_token image, or a face an unpruned group keeps), the user is first copied into a staging group
+  (``model.stage_group_id``: created, and deleted once every re-add is done), whose copy keeps those
+  tokens alive.
 - ``user/copy`` replaces the adds of a user that is new in a group when the same user_id has, in
   another managed group, the same images (matched by face_token, file sha256 or source), user_info and
   controls, at least two images (one image: an add costs the same and waits on nothing), and that
@@ -44,6 +55,8 @@ from facesync.model import (
     ImageKind,
     Live,
     LiveUser,
+    is_stage_group,
+    stage_group_id,
 )
 from facesync.plan.ops import Expect, FaceSource, Operation, OpKind, Plan, Safety
 from facesync.words import counted
@@ -56,6 +69,8 @@ _READD = "re-add after update"
 _EXTRA_FACE = "face not in manifest"
 _EXTRA_USER = "user not in manifest"
 _NO_IMAGES = "user has no images in manifest"
+_STAGE = "keeps faces known only by face_token alive during the update"
+_STAGE_GROUP = "staging group for this apply"
 _NO_CONTROL = "NONE"
 
 # states of a user in one group, for choosing copy sources
@@ -78,9 +93,13 @@ class _Builder:
     """Accumulates operations in their final order; indexes of creates and writes are known on append,
     and nothing waits on a copy or a delete, so ``after`` is always final when an operation is made."""
 
-    def __init__(self, desired: Desired, live: Live):
+    def __init__(self, desired: Desired, live: Live, stages: frozenset[str] = frozenset()):
         self.desired = desired
         self.live = live
+        self.stages = stages  # staging groups to create first (found by an earlier pass)
+        self.stages_needed: set[str] = set()
+        self.stage_after: dict[str, list[int]] = {}  # staging group -> the writes its delete waits for
+        self.unread_info: set[str] = set()  # user_ids written to whose kept user_info was not read
         self.live_group_ids = set(live.group_ids)
         self.creates: list[Operation] = []
         self.create_index: dict[str, int] = {}
@@ -109,6 +128,13 @@ class _Builder:
                 *self.group_deletes)
 
     # -- the passes -----------------------------------------------------------------------------
+    def run(self) -> None:
+        self.plan_creates()
+        self.plan_groups()
+        self.plan_copies()
+        self.plan_stage_deletes()
+        self.plan_unlisted()
+
     def plan_creates(self) -> None:
         for group in self.desired.groups:
             gid = group.group_id
@@ -120,6 +146,12 @@ class _Builder:
             self._group_after[gid] = (len(self.creates),)
             self.creates.append(Operation(OpKind.CREATE_GROUP, gid, expects=(Expect(gid, None, False),),
                                           reason=_NEW_GROUP))
+        for gid in sorted(self.stages):
+            if gid in self.live_group_ids:  # left by an interrupted apply: reused, then deleted
+                continue
+            self._group_after[gid] = (len(self.creates),)
+            self.creates.append(Operation(OpKind.CREATE_GROUP, gid, expects=(Expect(gid, None, False),),
+                                          reason=_STAGE_GROUP))
 
     def plan_groups(self) -> None:
         for order, group in enumerate(self.desired.groups):
@@ -188,6 +220,14 @@ class _Builder:
         self.user_deletes.append(Operation(OpKind.DELETE_USER, gid, live_user.user_id, expects=(expect,),
                                            reason=reason))
 
+    def kept_info(self, live_user: LiveUser) -> str | None:
+        """The user_info an add to ``live_user`` sends when the manifest does not manage it: what the
+        library has, so that a service that clears user_info on an add without one keeps it."""
+        if live_user.user_info is None:
+            self.unread_info.add(live_user.user_id)
+            return None
+        return live_user.user_info or None  # empty stays empty whether or not it is sent
+
     def sync_user(self, group: DesiredGroup, user: DesiredUser, live_user: LiveUser):
         """Converge one existing user; returns (state, indexes of its writes, its live expect)."""
         gid, uid = group.group_id, user.user_id
@@ -220,8 +260,9 @@ class _Builder:
         final_count = len(wanted) + (0 if group.prune else len(extra_set))
         incremental = len(new) + len(extra) if (new or not info_change) else None
         if incremental is not None and (incremental <= final_count or info is None):
+            send_info = info if info is not None else (self.kept_info(live_user) if new else None)
             indexes = tuple(self.write(Operation(
-                OpKind.ADD_FACE, gid, uid, face=_face_source(image), user_info=info,
+                OpKind.ADD_FACE, gid, uid, face=_face_source(image), user_info=send_info,
                 quality_control=user.quality_control, liveness_control=user.liveness_control,
                 after=after, expects=expects, reason=_NEW_FACE)) for image in new)
             for token in extra:
@@ -234,12 +275,23 @@ class _Builder:
         readd = kept + ([] if group.prune else sorted(extra_set))
         if group.prune:
             self.deleting += len(extra_set)
+        uploadable = {image.face_token: image for image in wanted if image.kind is not ImageKind.FACE_TOKEN}
+        token_only = [token for token in readd if token not in uploadable]
+        stage = None
         if readd:
+            first_token = token_only[0] if token_only else readd[0]
+            readd = [token for token in readd if token != first_token]
+            if any(token not in uploadable for token in readd):
+                stage = stage_group_id(gid)
+                self.stages_needed.add(stage)
+                copy = self.write(Operation(
+                    OpKind.COPY_USER, stage, uid, src_group_id=gid, after=(*after, *self.group_after(stage)),
+                    expects=expects, reason=_STAGE))
+                after = (*after, copy)
             first = self.write(Operation(
-                OpKind.UPDATE_USER, gid, uid, face=_token_source(readd[0]), user_info=info,
+                OpKind.UPDATE_USER, gid, uid, face=_token_source(first_token), user_info=info,
                 after=after, expects=expects,
                 reason="set user_info" if not new else "update is cheaper than deleting faces"))
-            readd = readd[1:]
         else:
             image, new = new[0], new[1:]
             first = self.write(Operation(
@@ -249,15 +301,24 @@ class _Builder:
         after_update = (*after, first)
         indexes = [first]
         for token in readd:
+            source = uploadable.get(token)
             indexes.append(self.write(Operation(
-                OpKind.ADD_FACE, gid, uid, face=_token_source(token), user_info=info,
-                after=after_update, expects=expects, reason=_READD)))
+                OpKind.ADD_FACE, gid, uid, face=_face_source(source) if source else _token_source(token),
+                user_info=info, after=after_update, expects=expects, reason=_READD)))
+        if stage is not None:
+            self.stage_after.setdefault(stage, []).extend(indexes)
         for image in new:
             indexes.append(self.write(Operation(
                 OpKind.ADD_FACE, gid, uid, face=_face_source(image), user_info=info,
                 quality_control=user.quality_control, liveness_control=user.liveness_control,
                 after=after_update, expects=expects, reason=_NEW_FACE)))
         return (_CONVERGE if exact else _OTHER), tuple(indexes), expect
+
+    def plan_stage_deletes(self) -> None:
+        """Each staging group goes once every re-add that may need its copies is done."""
+        for gid in sorted(self.stage_after):
+            self.group_deletes.append(Operation(OpKind.DELETE_GROUP, gid, after=tuple(sorted(self.stage_after[gid])),
+                                                reason=_STAGE_GROUP))
 
     def plan_copies(self) -> None:
         """Users that are new in a group: copy them from a group that holds the same user, or add them."""
@@ -310,7 +371,11 @@ class _Builder:
             shown = ", ".join(filtered[:5]) + (f" and {len(filtered) - 5} more" if len(filtered) > 5 else "")
             self.notes.append(f"{counted(len(filtered), 'group')} of the manifest outside --group left alone: {shown}")
         unlisted = [gid for gid in self.live.group_ids
-                    if gid not in listed and gid not in outside and gid != LOCK_GROUP_ID]
+                    if gid not in listed and gid not in outside and gid != LOCK_GROUP_ID and not is_stage_group(gid)]
+        left = sorted(gid for gid in self.live.group_ids if is_stage_group(gid) and gid not in self.stage_after)
+        if left:
+            self.notes.append(f"staging group(s) left by an interrupted apply, kept until a plan stages the same "
+                              f"group again (their copies may hold faces still to re-add): {', '.join(left)}")
         if not unlisted:
             return
         if not policy.delete_unlisted_groups:
@@ -376,18 +441,33 @@ def _image_key(image: DesiredImage, by_sha: dict[str, str], by_source: dict[str,
     return by_source.get(where) or (image.kind.value, where)
 
 
+def _build(desired: Desired, live: Live) -> _Builder:
+    builder = _Builder(desired, live)
+    builder.run()
+    if builder.stages_needed:  # a second pass creates them first, so every index stays final on append
+        builder = _Builder(desired, live, frozenset(builder.stages_needed))
+        builder.run()
+    return builder
+
+
+def user_info_to_read(desired: Desired, live: Live) -> frozenset[str]:
+    """user_ids whose user_info the plan must send back but ``live`` has not read (see the module doc)."""
+    return frozenset(_build(desired, live).unread_info)
+
+
 def make_plan(desired: Desired, live: Live, *, target: str | None = None, qps: float | None = None,
               created_at: str | None = None, force: bool = False) -> Plan:
     """The cheapest ordered operations that make ``live`` equal to ``desired`` within its scope.
 
     Pure: reads the clock only when ``created_at`` is None. ``force`` is recorded in the plan's safety
-    (reasons are still listed); ``qps`` is the rate the time estimate assumes.
+    (reasons are still listed); ``qps`` is the rate the time estimate assumes. ``ValueError`` when
+    ``live`` lacks a fact the plan needs (faces, or a user_info to keep: see ``user_info_to_read``).
     """
-    builder = _Builder(desired, live)
-    builder.plan_creates()
-    builder.plan_groups()
-    builder.plan_copies()
-    builder.plan_unlisted()
+    builder = _build(desired, live)
+    if builder.unread_info:
+        shown = ", ".join(sorted(builder.unread_info)[:5])
+        raise ValueError(f"user_info of {len(builder.unread_info)} user(s) that the plan adds faces to was not "
+                         f"read ({shown}); it must be sent back so that it is kept")
     return Plan(
         operations=builder.operations(),
         target=live.identity if target is None else target,
