@@ -12,12 +12,16 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from facesync.local.store import LocalLibrary
 from facesync.model import LOCK_GROUP_ID
 from facesync.plan import planfile
 from facesync.plan.ops import OpKind
 from tests.test_apply import seed_library, snapshot, token_of
-from tests.test_apply_faults import run_apply, served_state, write_manifest
+from tests.test_apply_faults import remember_seeded, run_apply, served_state, write_manifest
+
+pytestmark = pytest.mark.both_unknowns
 
 START = {"staff": {f"s{i}": ([i, 100 + i], "old") for i in range(12)},
          "retired": {"r1": ([300], ""), "r2": ([301], "")}}
@@ -80,6 +84,7 @@ def test_kill_9_at_random_moments_then_apply_converges_and_deletes_only_planned(
     with LocalLibrary(db) as library:
         seed_library(library, START)
     server = serve("--journal", str(journal), "--latency-ms", "15", db=db)
+    remember_seeded(server, START)
     manifest = write_manifest(tmp_path, WANTED)
     first_plan = _first_plan(server, manifest, tmp_path)
     assert first_plan.operations
@@ -121,6 +126,7 @@ def test_two_applies_at_once_never_interleave(serve, tmp_path):
     with LocalLibrary(db) as library:
         seed_library(library, START)
     server = serve("--latency-ms", "10", db=db)
+    remember_seeded(server, START)
     manifest = write_manifest(tmp_path, WANTED)
     first = started_apply(server, manifest, "--force")
     time.sleep(0.6)  # the first holds the lock by now (it takes it before reading the library)

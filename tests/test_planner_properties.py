@@ -302,7 +302,9 @@ def test_plan_is_deterministic_and_never_costlier_than_naive(scenario):
     if desired.policy.delete_unlisted_groups:
         naive += sum(1 for gid in state if gid not in listed and gid != LOCK_GROUP_ID
                      and gid not in desired.policy.protected_groups)
-    assert first.calls <= naive
+    # a face known only by token needs a staging copy (create, copy, delete) when an update drops it
+    staged = {op.group_id for op in first.operations if is_stage_group(op.group_id)}
+    assert first.calls <= naive + 3 * len(staged)
 
 
 @settings(max_examples=100, deadline=None)

@@ -33,8 +33,9 @@ from facesync.api.errors import (
     FaceApiError,
     NotFoundError,
     QuotaExhaustedError,
+    RetryableError,
 )
-from facesync.api.protocol import FaceLibrary, Image
+from facesync.api.protocol import FaceLibrary, Image, iter_group_ids
 from facesync.apply.order import dependencies, subject_of
 from facesync.apply.results import ALREADY, DONE, FAILED, OUTCOMES, SKIPPED, ApplyResult, OpResult
 from facesync.apply.verify import VERIFY_MODES, verify_results
@@ -46,10 +47,13 @@ from facesync.plan.ops import FaceSource, Operation, OpKind, Plan
 log = logging.getLogger(__name__)
 
 _GONE_CODES = frozenset({223100, 223103, 223106})
+GROUP_WAIT_S = 600.0  # how long a group/add waits for a background delete of the same id to end
 
 
 class TokenCache(Protocol):
     def record_upload(self, path: str, sha256: str, face_token: str) -> None: ...
+
+    def token(self, sha256: str) -> str | None: ...
 
 
 class _StopRun(Exception):
@@ -90,13 +94,16 @@ def execute(
     cache: TokenCache | None = None,
     protected_groups: Iterable[str] = (),
     verify: str = "quick",
+    group_wait_s: float = GROUP_WAIT_S,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> ApplyResult:
     """Run ``plan`` against ``library``; never raises for an operation's failure (see the result).
 
     ``progress``: anything with ``advance()`` (facesync.progress.Progress). ``on_result`` is called, in
     the calling thread, once per operation as it ends. ``cache``: the token cache to record
     sha256 → face_token in after each upload of a file. ``verify``: one of ``VERIFY_MODES``
-    (see verify.py): what is read back afterwards.
+    (see verify.py): what is read back afterwards. ``group_wait_s``: how long a CreateGroup waits for a
+    background delete of the same group id to end (``sleep`` waits between tries).
     """
     if verify not in VERIFY_MODES:
         raise ValueError(f"verify must be one of {VERIFY_MODES}, not {verify!r}")
@@ -104,6 +111,7 @@ def execute(
     started = time.monotonic()
     run = _Run(plan, library, concurrency=max(1, concurrency), progress=progress, on_result=on_result,
                cache=cache)
+    run.group_wait_s, run.sleep = group_wait_s, sleep
     restore = _install_observer(library, run.observe)
     try:
         run.run()
@@ -145,6 +153,8 @@ class _Run:
         self.on_result = on_result
         self.cache = cache
         self.cache_lock = threading.Lock()
+        self.group_wait_s = GROUP_WAIT_S
+        self.sleep: Callable[[float], None] = time.sleep
         self.deps = dependencies(plan)
         self.dependents: list[list[int]] = [[] for _ in self.ops]
         for i, need in enumerate(self.deps):
@@ -288,11 +298,7 @@ class _Run:
     def _dispatch(self, op: Operation) -> tuple[str, str | None, int | None]:
         kind = op.kind
         if kind is OpKind.CREATE_GROUP:
-            try:
-                return DONE, None, self._call("group_add", op.group_id).log_id
-            except AlreadyExistsError as error:
-                _require_code(error, {223101})
-                return ALREADY, None, error.log_id
+            return self._create_group(op)
         if kind is OpKind.ADD_FACE:
             return self._add_face(op)
         if kind is OpKind.UPDATE_USER:
@@ -338,7 +344,8 @@ class _Run:
                                quality_control=op.quality_control, liveness_control=op.liveness_control)
         except AlreadyExistsError as error:
             _require_code(error, {223105})
-            token = op.face.face_token if op.face else None
+            # what an earlier user/add answered for these bytes first: detect's token may differ from it
+            token = self._cached_token(digest) or (op.face.face_token if op.face else None)
             if not token:
                 detected = self._call("detect", image)
                 if not detected.faces:
@@ -346,7 +353,7 @@ class _Run:
                 token = detected.faces[0].face_token
             faces = self._faces(op.group_id, op.user_id)
             if token not in faces:
-                raise _NotAsWanted(f"the library says the face exists, but {_where(op)} lacks {token}") from error
+                token = self._landed_under_other_token(op, faces, token, error)
             self._remember(op.face, digest, token)
             if op.user_info is not None:
                 have = self._user_info(op.group_id, op.user_id)
@@ -356,6 +363,62 @@ class _Run:
             return ALREADY, token, error.log_id
         self._remember(op.face, digest, added.face_token)
         return DONE, added.face_token, added.log_id
+
+    def _landed_under_other_token(self, op: Operation, faces: list[str], token: str, error: FaceApiError) -> str:
+        """223105, and the user lacks the face under the token facesync knows for the image.
+
+        Either an earlier attempt of this very add landed (its answer lost) and the service stored the image
+        under another token than detect answers, or the image was already there under such a token, or the
+        face is on another user of the group. The first leaves exactly one face on the user that neither the
+        plan's live facts nor the user's other operations account for: that one is this image's stored token.
+        Anything else stops the run before a delete could follow a guess."""
+        before: set[str] | None = None
+        for expect in op.expects:
+            if (expect.group_id, expect.user_id) == (op.group_id, op.user_id):
+                before = set() if not expect.exists else (set(expect.face_tokens) if expect.face_tokens else None)
+        if before is not None:
+            others = set()
+            for j in self._by_subject().get((op.group_id, op.user_id), ()):
+                other, result = self.ops[j], self.results[j]
+                if other is not op and other.face is not None and other.face.face_token:
+                    others.add(other.face.face_token)
+                if other is not op and result is not None and result.face_token:
+                    others.add(result.face_token)
+            candidates = set(faces) - before - others
+            if len(candidates) == 1:
+                stored = candidates.pop()
+                log.info("%s: the image %s is stored as %s (detect said %s)", _where(op),
+                         op.face.source if op.face else "", stored, token)
+                return stored
+        raise _StopRun(_unmatched_face(op, token, error)) from error
+
+    def _create_group(self, op: Operation) -> tuple[str, str | None, int | None]:
+        """group/add, waiting (within ``group_wait_s``) while a group of that id is deleted in the background.
+
+        Baidu deletes a large group in the background; until it is done, re-creating the id fails: with a
+        retryable "busy" code, or with 223101 "already exists" although no listing shows the group. A 223101
+        therefore counts as done only once group/getlist shows the group."""
+        deadline = time.monotonic() + self.group_wait_s
+        delay = 1.0
+        while True:
+            try:
+                return DONE, None, self._call("group_add", op.group_id).log_id
+            except AlreadyExistsError as error:
+                _require_code(error, {223101})
+                if op.group_id in set(iter_group_ids(self.library)):
+                    return ALREADY, None, error.log_id
+                last = error
+            except RetryableError as error:  # the client has retried already; keep waiting within the bound
+                last = error
+            if time.monotonic() + delay > deadline or self.stopped is not None:
+                raise FaceApiError(last.error_code, (
+                    f"group {op.group_id} cannot be created: a group of that id is still being deleted in the "
+                    f"background (Baidu deletes large groups at about 20 faces/s); waited "
+                    f"{self.group_wait_s:.0f} s. Run apply again later. Last answer: {last.error_msg}"),
+                    last.log_id) from last
+            log.info("group %s is still being deleted in the background; trying again in %.0f s", op.group_id, delay)
+            self.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     def _confirm_copy(self, op: Operation) -> str:
         """223102: the user is already in the destination; make sure it has every face of the source."""
@@ -397,6 +460,14 @@ class _Run:
             return Image.from_url(face.source), None
         return Image.from_face_token(face.face_token or face.source), None
 
+    def _cached_token(self, digest: str | None) -> str | None:
+        """The token an earlier user/add answered for these bytes (detect's may differ from it)."""
+        lookup = getattr(self.cache, "token", None)
+        if digest is None or lookup is None:
+            return None
+        with self.cache_lock:
+            return lookup(digest)
+
     def _remember(self, face: FaceSource | None, digest: str | None, token: str) -> None:
         if self.cache is None or digest is None or face is None or face.kind is not ImageKind.FILE:
             return
@@ -405,6 +476,19 @@ class _Run:
                 self.cache.record_upload(face.path or face.source, digest, token)
             except Exception:  # a cache that cannot be written costs a detect next time, not the apply
                 log.warning("could not record a face_token in the token cache", exc_info=True)
+
+
+def _unmatched_face(op: Operation, token: str, error: FaceApiError) -> FaceApiError:
+    """223105 on an add whose face the user does not hold under the planned token: the library knows the
+    image under another face_token (detect and user/add disagree), or holds it on another user of the
+    group. Either way facesync cannot match its faces: going on would plan to delete and re-add them."""
+    what = op.face.source if op.face is not None else token
+    return FaceApiError(error.error_code, (
+        f"the library says the face of {what} is already there, but {_where(op)} does not hold it as {token}: "
+        "the service stores this image under another face_token than detect answers, or keeps it on another "
+        "user of the group; facesync cannot match faces and stops before deleting any"), error.log_id,
+        hint="run `facesync doctor --target ...` to see how this service answers, and keep the token cache "
+             "(it learns the stored tokens from user/add answers)")
 
 
 def _require_code(error: FaceApiError, codes: Iterable[int]) -> None:

@@ -20,9 +20,10 @@ Set algebra over face_tokens, one pass over the faces, no I/O. Choices where the
 - After a ``user/update`` the other faces are re-added from the manifest's file or URL (a FACE_TOKEN may
   stop working once no user holds its face). The update itself goes by the token of a kept face, one the
   manifest knows only by token when there is one. When a face to re-add is still known only by token
-  (a face_token image, or a face an unpruned group keeps), the user is first copied into a staging group
+  (a face_token image, or a face an unpruned group keeps), or the update drops a face that another user
+  of the manifest is to get by face_token, the user is first copied into a staging group
   (``model.stage_group_id``: created, and deleted once every re-add is done), whose copy keeps those
-  tokens alive.
+  tokens alive. Those three calls count in the cost rule.
 - ``user/copy`` replaces the adds of a user that is new in a group when the same user_id has, in
   another managed group, the same images (matched by face_token, file sha256 or source), user_info and
   controls, at least two images (one image: an add costs the same and waits on nothing), and that
@@ -71,6 +72,7 @@ _EXTRA_USER = "user not in manifest"
 _NO_IMAGES = "user has no images in manifest"
 _STAGE = "keeps faces known only by face_token alive during the update"
 _STAGE_GROUP = "staging group for this apply"
+_STAGE_CALLS = 3  # create the staging group, copy the user into it, delete it
 _NO_CONTROL = "NONE"
 
 # states of a user in one group, for choosing copy sources
@@ -112,6 +114,9 @@ class _Builder:
         self.existing = 0
         self.deleting = 0
         self.multi = _multi_group_users(desired)
+        self.by_token = frozenset(image.face_token or image.source for group in desired.groups
+                                  for user in group.users for image in user.images
+                                  if image.kind is ImageKind.FACE_TOKEN)
         self.states: dict[str, list[tuple]] = {}  # user_id -> [(order, state, group, user, deps, expect)]
         self._group_after: dict[str, tuple[int, ...]] = {}
 
@@ -259,7 +264,14 @@ class _Builder:
         extra = sorted(extra_set) if group.prune else []
         final_count = len(wanted) + (0 if group.prune else len(extra_set))
         incremental = len(new) + len(extra) if (new or not info_change) else None
-        if incremental is not None and (incremental <= final_count or info is None):
+        readd = kept + ([] if group.prune else sorted(extra_set))
+        uploadable = {image.face_token: image for image in wanted if image.kind is not ImageKind.FACE_TOKEN}
+        token_only = [token for token in readd if token not in uploadable]
+        # faces the update drops that another user is to get by face_token: the copy keeps them usable
+        dropped_wanted = bool(group.prune and extra_set & self.by_token)
+        staged = dropped_wanted or len(token_only) > 1
+        update_cost = final_count + (_STAGE_CALLS if staged else 0)
+        if incremental is not None and (incremental <= update_cost or info is None):
             send_info = info if info is not None else (self.kept_info(live_user) if new else None)
             indexes = tuple(self.write(Operation(
                 OpKind.ADD_FACE, gid, uid, face=_face_source(image), user_info=send_info,
@@ -272,22 +284,19 @@ class _Builder:
             return (_OTHER if extra else (_CONVERGE if exact else _OTHER)), indexes, expect
 
         # the update form: one face replaces all, then the rest are (re-)added
-        readd = kept + ([] if group.prune else sorted(extra_set))
         if group.prune:
             self.deleting += len(extra_set)
-        uploadable = {image.face_token: image for image in wanted if image.kind is not ImageKind.FACE_TOKEN}
-        token_only = [token for token in readd if token not in uploadable]
+        first_token = (token_only[0] if token_only else readd[0]) if readd else None
+        readd = [token for token in readd if token != first_token]
         stage = None
-        if readd:
-            first_token = token_only[0] if token_only else readd[0]
-            readd = [token for token in readd if token != first_token]
-            if any(token not in uploadable for token in readd):
-                stage = stage_group_id(gid)
-                self.stages_needed.add(stage)
-                copy = self.write(Operation(
-                    OpKind.COPY_USER, stage, uid, src_group_id=gid, after=(*after, *self.group_after(stage)),
-                    expects=expects, reason=_STAGE))
-                after = (*after, copy)
+        if staged:
+            stage = stage_group_id(gid)
+            self.stages_needed.add(stage)
+            copy = self.write(Operation(
+                OpKind.COPY_USER, stage, uid, src_group_id=gid, after=(*after, *self.group_after(stage)),
+                expects=expects, reason=_STAGE))
+            after = (*after, copy)
+        if first_token is not None:
             first = self.write(Operation(
                 OpKind.UPDATE_USER, gid, uid, face=_token_source(first_token), user_info=info,
                 after=after, expects=expects,
@@ -305,13 +314,13 @@ class _Builder:
             indexes.append(self.write(Operation(
                 OpKind.ADD_FACE, gid, uid, face=_face_source(source) if source else _token_source(token),
                 user_info=info, after=after_update, expects=expects, reason=_READD)))
-        if stage is not None:
-            self.stage_after.setdefault(stage, []).extend(indexes)
         for image in new:
             indexes.append(self.write(Operation(
                 OpKind.ADD_FACE, gid, uid, face=_face_source(image), user_info=info,
                 quality_control=user.quality_control, liveness_control=user.liveness_control,
                 after=after_update, expects=expects, reason=_NEW_FACE)))
+        if stage is not None:
+            self.stage_after.setdefault(stage, []).extend(indexes)
         return (_CONVERGE if exact else _OTHER), tuple(indexes), expect
 
     def plan_stage_deletes(self) -> None:
