@@ -99,6 +99,9 @@ class Desired:
     digest: str = ""
     # groups of the manifest that ``--group`` left out: not managed by this plan, but not "unlisted" either
     outside_filter: tuple[str, ...] = ()
+    # faces the whole manifest names by face_token, kept by ``narrow`` so a filtered plan chooses as the
+    # full one does (None: read them from ``groups``)
+    named_tokens: frozenset[str] | None = None
 
     def group(self, group_id: str) -> DesiredGroup | None:
         return next((g for g in self.groups if g.group_id == group_id), None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from facesync.model import ImageKind
+from facesync.model import ImageKind, is_stage_group
 from facesync.plan.ops import FaceSource, Operation, OpKind, Plan
 
 Structure = dict[str, dict[str | None, list[Operation]]]
@@ -103,7 +103,9 @@ def deletes(plan: Plan) -> int:
     """Records the plan destroys, counted as the planner's safety check counts them: a group or a user
     deleted is one, and so is each face a kept user loses (by face/delete or dropped by an update)."""
     count = 0
-    for users in structure(plan).values():
+    for group_id, users in structure(plan).items():
+        if is_stage_group(group_id):  # facesync's own, made and removed by the same plan
+            continue
         for user_id, ops in users.items():
             if user_id is None:
                 count += sum(op.kind is OpKind.DELETE_GROUP for op in ops)

@@ -114,9 +114,7 @@ class _Builder:
         self.existing = 0
         self.deleting = 0
         self.multi = _multi_group_users(desired)
-        self.by_token = frozenset(image.face_token or image.source for group in desired.groups
-                                  for user in group.users for image in user.images
-                                  if image.kind is ImageKind.FACE_TOKEN)
+        self.by_token = named_tokens(desired)
         self.states: dict[str, list[tuple]] = {}  # user_id -> [(order, state, group, user, deps, expect)]
         self._group_after: dict[str, tuple[int, ...]] = {}
 
@@ -517,4 +515,12 @@ def narrow(desired: Desired, groups: set[str] | frozenset[str] | None = None,
     kept = {group.group_id for group in kept_groups}
     outside = tuple(group.group_id for group in desired.groups if group.group_id not in kept)
     return replace(desired, groups=tuple(kept_groups), policy=policy,
-                   outside_filter=(*desired.outside_filter, *outside))
+                   outside_filter=(*desired.outside_filter, *outside), named_tokens=named_tokens(desired))
+
+
+def named_tokens(desired: Desired) -> frozenset[str]:
+    """Faces the manifest names by face_token: a plan must not make them unusable (see the module doc)."""
+    if desired.named_tokens is not None:
+        return desired.named_tokens
+    return frozenset(image.face_token or image.source for group in desired.groups for user in group.users
+                     for image in user.images if image.kind is ImageKind.FACE_TOKEN)

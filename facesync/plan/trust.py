@@ -28,7 +28,7 @@ from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from facesync.api.protocol import FaceLibrary, iter_group_ids, iter_user_ids
-from facesync.model import Desired
+from facesync.model import Desired, is_stage_group
 from facesync.plan.effects import deletes
 from facesync.plan.ops import OpKind, Plan, Safety
 
@@ -71,7 +71,7 @@ def count_existing(plan: Plan, live_users: Mapping[str, Collection[str]], desire
             known = expect.exists and expect.face_tokens is not None
             if known and (expect.group_id, expect.user_id) == subject:
                 faces[subject] = len(expect.face_tokens)
-    existing = sum(1 for op in plan.operations if op.kind is OpKind.DELETE_GROUP)
+    existing = sum(1 for op in plan.operations if op.kind is OpKind.DELETE_GROUP and not is_stage_group(op.group_id))
     for group_id, users in live_users.items():
         existing += sum(1 + (faces.get((group_id, user_id), 0)
                              if named is None or (group_id, user_id) in named else 0) for user_id in users)
