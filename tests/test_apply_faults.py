@@ -48,10 +48,12 @@ def seeded_server(serve, tmp_path, layout: dict, *extra: str):
     return server
 
 
-def remember_seeded(server, layout: dict) -> None:
-    """Put the tokens the seeding adds answered into the cache the CLI uses for ``server``, as if facesync
-    had built the library: a service whose detect answers other tokens (harsh) can be planned no other way."""
-    with TokenCache.for_target(f"{server.base_url} app {server.app_id}", str(server.db) + ".cache") as cache:
+def remember_seeded(server, layout: dict, directory=None) -> None:
+    """Put the tokens the seeding adds answered into the cache the CLI uses for ``server`` (in ``directory``,
+    by default beside its db), as if facesync had built the library: a service whose detect answers other
+    tokens (harsh) can be planned no other way."""
+    folder = str(directory) if directory is not None else str(server.db) + ".cache"
+    with TokenCache.for_target(f"{server.base_url} app {server.app_id}", folder) as cache:
         for users in layout.values():
             for seeds, _ in users.values():
                 for seed in seeds:

@@ -19,7 +19,7 @@ from facesync.local.store import LocalLibrary
 from facesync.plan import planfile
 from tests.support import images
 from tests.test_apply import seed_library, snapshot, token_of
-from tests.test_apply_faults import write_faults, write_manifest
+from tests.test_apply_faults import remember_seeded, write_faults, write_manifest
 from tests.test_planner_properties import live_of, scenarios
 
 
@@ -70,6 +70,7 @@ def test_after_a_failure_apply_says_what_was_verified_and_what_was_not(serve, tm
     with LocalLibrary(db) as library:
         seed_library(library, {"g": {"u": ([1, 2], ""), "other": ([3], "")}})
     server = serve("--faults", write_faults(tmp_path, faults), db=db)
+    remember_seeded(server, {"g": {"u": ([1, 2], ""), "other": ([3], "")}}, tmp_path / "c")  # as if facesync built it
     manifest = write_manifest(tmp_path, {"g": {"u": ([1, 50], ""), "other": ([4], ""), "new": ([5], "")}})
     report = tmp_path / "report.json"
     done = facesync("apply", manifest, "--yes", "--verify", "full", "--report", str(report), env=server.env(),
