@@ -128,7 +128,7 @@ class RunMetrics:
         [(names, counts)] = series.items()
         metric = Gauge(f"{PREFIX}_{name}", help_text, [*base, *names], registry=registry)
         for values, count in sorted(counts.items()):
-            metric.labels(**base, **dict(zip(names, values))).set(count)
+            metric.labels(**base, **dict(zip(names, values, strict=True))).set(count)
 
     def write(self, exit_code: int) -> None:
         from prometheus_client import write_to_textfile

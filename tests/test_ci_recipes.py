@@ -759,3 +759,80 @@ def test_fork_without_credentials_plans_offline_from_the_drift_snapshot(tmp_path
     assert unchanged.returncode == 0, unchanged.stderr
     assert changed.returncode == 2, changed.stderr
     assert re.search(r"\buser erin\b", changed.stdout), changed.stdout
+
+
+# ---- the GitLab plan job, run as GitLab runs it, against a private project's artifacts API -----------
+
+class PrivateArtifacts(BaseHTTPRequestHandler):
+    """GitLab's "download a file of the latest successful job's artifacts" for a private project:
+    without a valid JOB-TOKEN header it answers 404, as GitLab does to keep private projects unseen."""
+
+    token = "job-token-123"
+    files: ClassVar[dict[str, bytes]] = {}
+    seen: ClassVar[list[tuple[str, str | None]]] = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        from urllib.parse import parse_qs, urlsplit
+
+        url = urlsplit(self.path)
+        self.seen.append((self.path, self.headers.get("JOB-TOKEN")))
+        body = self.files.get(f"{url.path}?job={parse_qs(url.query).get('job', [''])[0]}")
+        if body is None or self.headers.get("JOB-TOKEN") != self.token:
+            return self.send_error(404)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_gitlab_plan_job_without_keys_plans_from_the_private_snapshot_with_the_job_token(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(QUICKSTART.parent, repo)
+    (repo / "ci").mkdir()
+    shutil.copy2(GITLAB_HELPER, repo / "ci" / "facesync_gitlab.py")
+    library = f"local:{tmp_path / 'live.db'}"
+    made = [facesync_in(tmp_path, "apply", str(repo / "faceset.yaml"), "--yes", "--target", library),
+            facesync_in(tmp_path, "snapshot", str(repo / "faceset.yaml"), "--out", str(tmp_path / "live.json"),
+                        "--target", library)]
+    assert [done.returncode for done in made] == [0, 0], [done.stderr for done in made]
+    (repo / "faceset.yaml").write_text(  # the merge request's change: erin leaves
+        (repo / "faceset.yaml").read_text().replace("      erin:\n        images: [faces/erin.jpg]\n", ""))
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "erin leaves")
+    handler = type("Handler", (PrivateArtifacts,), {"seen": [], "files": {
+        "/api/v4/projects/7/jobs/artifacts/main/raw/live.json?job=facesync:drift": (tmp_path / "live.json").read_bytes()}})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    pipeline = load(GITLAB)
+    job = pipeline["facesync:plan"]
+    script = "\n".join(job["script"])  # GitLab runs the lines in one bash, stopping at the first failure
+    variables = {name: str(value) for name, value in pipeline["variables"].items() if "$" not in str(value)}
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("BAIDU_", "FACESYNC_"))}
+    env.update(variables, CI_API_V4_URL=f"http://127.0.0.1:{server.server_port}/api/v4", CI_DEFAULT_BRANCH="main",
+               CI_MERGE_REQUEST_PROJECT_ID="7", CI_PROJECT_ID="7", CI_COMMIT_SHORT_SHA="abc1234",
+               CI_JOB_URL="https://gitlab.example.com/job/1", FACESYNC_CACHE_DIR=str(tmp_path / "cache"),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+    def run_job(token: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], check=False, cwd=repo,
+                              capture_output=True, text=True, timeout=120, env={**env, "CI_JOB_TOKEN": token})
+
+    try:
+        planned = run_job(PrivateArtifacts.token)
+        plan_md = (repo / "plan.md").read_text() if (repo / "plan.md").exists() else ""
+        for name in ("plan.md", "plan.json", "plan-inputs.sha256", "live.json"):
+            (repo / name).unlink(missing_ok=True)
+        refused = run_job("a-token-of-another-project")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "planning offline" in planned.stdout and re.search(r"\buser erin\b", plan_md), planned.stdout
+    assert handler.seen[0][1] == PrivateArtifacts.token  # the snapshot came through the API with the job token
+    assert refused.returncode == 0 and "No live snapshot could be downloaded" in refused.stdout
+    assert not (repo / "plan.md").exists()

@@ -18,8 +18,8 @@ from facesync.errors import EXIT_OK
 from facesync.export import export_fragment, export_manifest
 from facesync.files import atomic_output
 from facesync.targets import ERROR, choose_target, manifest_target_problem, open_target
-from facesync.workflow import close_library
 from facesync.words import counted
+from facesync.workflow import close_library
 
 log = logging.getLogger(__name__)
 

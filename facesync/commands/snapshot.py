@@ -14,8 +14,8 @@ from facesync.commands.options import concurrency_option, qps_option, target_opt
 from facesync.errors import EXIT_OK
 from facesync.snapshot import take_snapshot, write_snapshot
 from facesync.targets import ERROR, choose_target, open_target
-from facesync.workflow import close_library, load_desired, open_cache
 from facesync.words import counted
+from facesync.workflow import close_library, load_desired, open_cache
 
 
 @click.command("snapshot")
