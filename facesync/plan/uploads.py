@@ -35,15 +35,19 @@ def pin(plan: Plan, sha256_of: Callable[[str], str]) -> Plan:
         if face is not None and face.kind is ImageKind.FILE and face.sha256 is None:
             where = face.path or face.source
             if where not in known:
-                known[where] = sha256_of(where)
+                try:
+                    known[where] = sha256_of(where)
+                except OSError as error:  # gone or unreadable since the manifest was checked
+                    raise PlanImagesError(f"cannot read {_shown(face.source)}: {error.strerror or error}",
+                                          hint="check the file and plan again") from None
             op = replace(op, face=replace(face, sha256=known[where]))
         operations.append(op)
     return replace(plan, operations=tuple(operations))
 
 
 def _plain_relative(path: str) -> bool:
-    """A relative path with forward slashes and no ``..``, ``.``, empty or drive part."""
-    if not path or "\0" in path or "\\" in path or path.startswith("/") or ":" in path.split("/")[0]:
+    """A relative path with forward slashes and no ``..``, ``.`` or empty part."""
+    if not path or "\0" in path or "\\" in path or path.startswith("/"):
         return False
     return all(part not in ("", ".", "..") for part in path.split("/"))
 
