@@ -13,8 +13,8 @@ import jsonschema
 import pytest
 
 from facesync import schemas
-from facesync.model import Desired, DesiredGroup, DesiredUser, Policy
-from facesync.plan.ops import FaceSource, Operation, OpKind, Plan, Safety
+from facesync.model import Desired, DesiredGroup, DesiredUser, ImageKind, Policy
+from facesync.plan.ops import Expect, FaceSource, Operation, OpKind, Plan, Safety
 from facesync.plan.render import (
     MARKDOWN_MAX_CHARS,
     NO_CHANGES,
@@ -190,3 +190,23 @@ def test_markdown_fence_survives_backticks_in_user_info():
 ])
 def test_user_info_changes_read_field_by_field(old, new, expected):
     assert user_info_lines(old, new) == expected
+
+
+def test_a_staging_group_is_mechanics_shown_only_in_json():
+    from facesync.model import stage_group_id
+
+    stage = stage_group_id("g")
+    expect = Expect("g", "u", True, ("t1", "t2"), "old")
+    ops = (Operation(OpKind.CREATE_GROUP, stage, reason="staging group for this apply"),
+           Operation(OpKind.COPY_USER, stage, "u", src_group_id="g", after=(0,), expects=(expect,)),
+           Operation(OpKind.UPDATE_USER, "g", "u", face=FaceSource(ImageKind.FACE_TOKEN, "t1", None, "t1"),
+                     user_info="new", after=(1,), expects=(expect,)),
+           Operation(OpKind.ADD_FACE, "g", "u", face=FaceSource(ImageKind.FACE_TOKEN, "t2", None, "t2"),
+                     user_info="new", after=(2,), expects=(expect,)),
+           Operation(OpKind.DELETE_GROUP, stage, after=(3,), reason="staging group for this apply"))
+    p = Plan(ops, "local:x", qps=10)
+    for out in (render_text(p), render_markdown(p)):
+        assert stage not in out and "every one listed" not in out
+        assert '"old" → "new"' in out
+    assert (summarize(p).add, summarize(p).change, summarize(p).destroy, summarize(p).calls) == (0, 1, 0, 5)
+    assert stage in render_json(p)

@@ -4,8 +4,8 @@ What a reviewer must never miss comes first and whole: the operations that destr
 faces) are listed before anything else, each one, and only the part that adds or changes may be cut
 (Markdown only), saying how much was cut. Faces are named as people know them: a removed face by its
 file when the plan knows it (``Plan.face_names``), a user_info change as old → new. The mechanics of a
-change (the ``user/update`` that sets a user_info, the faces re-added after it) are left to the JSON
-form; the summary's API-call count still counts them.
+change (the ``user/update`` that sets a user_info, the faces re-added after it, a staging group that
+keeps faces alive meanwhile) are left to the JSON form; the summary's API-call count still counts them.
 
 Counting in the summary line ("Plan: 3 to add, 1 to change, 2 to destroy") is by record, as Terraform
 counts resources, and the API calls are given beside it:
@@ -32,7 +32,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from facesync import logs
-from facesync.model import ImageKind
+from facesync.model import ImageKind, is_stage_group
 from facesync.plan.effects import UserEffect, face_key, structure, user_effect
 from facesync.plan.ops import FaceSource, Operation, OpKind, Plan
 from facesync.plan.planfile import dump_plan
@@ -124,7 +124,9 @@ def _duration(seconds: float | None) -> str:
 
 def summarize(plan: Plan) -> Summary:
     add = change = destroy = 0
-    for users in structure(plan).values():
+    for group_id, users in structure(plan).items():
+        if is_stage_group(group_id):  # mechanics: counted in the calls, not as records
+            continue
         for user_id, ops in users.items():
             if user_id is None:
                 for op in ops:
@@ -222,6 +224,8 @@ def plan_parts(plan: Plan) -> Parts:
     destroy: list[Line] = []
     change: list[Line] = []
     for group_id, users in structure(plan).items():
+        if is_stage_group(group_id):  # facesync's own, made and removed within the apply: JSON only
+            continue
         own = users.get(None, [])
         group_ops = {op.kind for op in own}
         gone: list[Line] = []
