@@ -123,6 +123,10 @@ def open_target(spec: TargetSpec, *, qps: float | None = None, concurrency: int 
         from facesync.local.store import LocalLibrary
         from facesync.local.unknowns import unknowns_from_environment
 
+        if qps is not None:  # nothing to pace: only the plan's time estimate uses it
+            log.warning("--qps %g does not apply to %s: a local library has no rate limit, so calls are "
+                        "not slowed (the plan's time estimate assumes it)", qps, spec.text)
+
         def create() -> FaceLibrary:
             return LocalLibrary(spec.location, unknowns=unknowns_from_environment())
 

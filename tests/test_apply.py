@@ -427,3 +427,85 @@ def test_cli_unsafe_plan_exits_3_unless_forced(tmp_path):
     assert "--force" in unsafe.stderr
     forced = _cli(tmp_path, "apply", manifest, "--yes", "--force")
     assert forced.returncode == 0, forced.stderr
+
+
+# ---- where Baidu is silent: correct under either answer -----------------------------------------------
+
+
+def test_adds_keep_a_user_info_the_manifest_does_not_manage(library, tmp_path):
+    seed_library(library, {"g": {"u": ([1], "kept as it is")}})
+    desired = Desired(groups=(DesiredGroup("g", (DesiredUser("u", (image_file(tmp_path, 1), image_file(tmp_path, 2))),)),))
+    plan = plan_for(library, desired)
+    assert [op.user_info for op in plan.operations] == ["kept as it is"]  # sent back: an add may clear it
+    result = execute(plan, library)
+    assert result.ok, (result.failures, result.problems)
+    assert snapshot(library, ["g"]) == {"g": {"u": (tuple(sorted([token_of(1), token_of(2)])), "kept as it is")}}
+    assert plan_for(library, desired).empty
+
+
+def face_token_image(seed: int) -> DesiredImage:
+    return DesiredImage(ImageKind.FACE_TOKEN, token_of(seed), face_token=token_of(seed))
+
+
+@pytest.mark.parametrize("by_token", [False, True], ids=["files", "tokens"])
+def test_a_user_info_change_keeps_every_face(library, tmp_path, by_token):
+    seed_library(library, {"g": {"u": ([1, 2, 3], "old")}})
+    images = (image_file(tmp_path, 1), *((face_token_image(2), face_token_image(3)) if by_token
+                                         else (image_file(tmp_path, 2), image_file(tmp_path, 3))))
+    desired = Desired(groups=(DesiredGroup("g", (DesiredUser("u", images, "new"),)),))
+    plan = plan_for(library, desired)
+    assert OpKind.UPDATE_USER in {op.kind for op in plan.operations}
+    assert (OpKind.COPY_USER in {op.kind for op in plan.operations}) == by_token  # a staging copy for tokens
+    result = execute(plan, library, verify="full")
+    assert result.ok, (result.failures, result.problems)
+    assert snapshot(library, ["g"]) == {"g": {"u": (tuple(sorted(token_of(s) for s in (1, 2, 3))), "new")}}
+    assert set(library.group_getlist(0, 1000).ids) == {"g"}  # the staging group is gone
+    assert plan_for(library, desired).empty
+
+
+def test_detect_answering_other_tokens_than_user_add_stops_before_any_delete(library, tmp_path, unknowns):
+    seed_library(library, {"g": {"u": ([1], "i")}})  # face 1 added by facesync: its token is cached
+    library.user_add("g", "u", Image.from_bytes(png(2)), user_info="i")  # added by someone else: not cached
+    desired = Desired(groups=(DesiredGroup("g", (DesiredUser("u", (image_file(tmp_path, 1), image_file(tmp_path, 2)),
+                                                             "i"),)),))
+    plan = plan_for(library, desired)
+    if unknowns == "lenient":
+        assert plan.empty
+        return
+    # detect's token for face 2 differs from the stored one: the plan cannot tell the photo is there
+    assert [op.kind for op in plan.operations] == [OpKind.ADD_FACE, OpKind.DELETE_FACE]
+    result = execute(plan, library)
+    assert result.stopped and "facesync doctor" in result.stopped
+    assert "another face_token than detect" in result.stopped
+    assert result.results[1].outcome == executor.SKIPPED
+    before = {"g": {"u": (tuple(sorted([token_of(1), token_of(2)])), "i")}}
+    assert snapshot(library, ["g"]) == before  # nothing deleted
+
+
+def test_recreating_a_group_waits_for_its_background_delete(tmp_path, unknowns):
+    from facesync.local.store import LocalLibrary
+
+    now = [1_000_000.0]
+    library = LocalLibrary(str(tmp_path / "bg.db"), background_group_delete=True, clock=lambda: now[0],
+                           unknowns=unknowns)
+    try:
+        library.group_add("big")
+        for i in range(501):  # over 500 faces: deleted in the background, at about 20 faces/s
+            library.user_add("big", f"u{i}", Image.from_bytes(png(1000 + i)))
+        library.group_delete("big")
+        desired = Desired(groups=(DesiredGroup("big", (DesiredUser("new", (image_file(tmp_path, 7),)),)),))
+        plan = plan_for(library, desired)
+        assert [op.kind for op in plan.operations] == [OpKind.CREATE_GROUP, OpKind.ADD_FACE]
+
+        stuck = execute(plan, library, group_wait_s=0, sleep=lambda s: None)
+        assert stuck.results[0].outcome == executor.FAILED
+        assert "still being deleted in the background" in stuck.results[0].error_msg
+        assert stuck.results[1].outcome == executor.SKIPPED
+
+        waits = []
+        result = execute(plan, library, sleep=lambda s: (waits.append(s), now.__setitem__(0, now[0] + s)))
+        assert result.ok, (result.failures, result.problems)
+        assert waits and sum(waits) >= 501 / 20 - 1  # it waited for the delete, then created the group
+        assert snapshot(library, ["big"]) == {"big": {"new": ((token_of(7),), "")}}
+    finally:
+        library.close()

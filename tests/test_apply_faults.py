@@ -6,10 +6,12 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
 
+from facesync import apply as executor
 from facesync.api.baidu import BaiduClient
 from facesync.api.retry import RetryPolicy
 from facesync.cache import TokenCache
@@ -153,3 +155,45 @@ def test_quota_exhaustion_stops_the_run_at_once(serve, tmp_path):
     assert report["totals"]["skipped"] >= 25  # nothing new started after the first 17
     assert server.stats()["counters"].get("faceset/face/delete", 0) <= 2
     assert served_state(server, ["g"])["g"]["u1"][0] == tuple(sorted([token_of(1), token_of(101)]))
+
+
+def test_a_user_update_answered_after_the_timeout_is_never_sent_again(serve, tmp_path):
+    """A late user/update would wipe the faces re-added after it: the client does not repeat it, the
+    executor reads the library instead, and the next apply converges from what is there."""
+    faults = {"seed": 1, "faults": [{"kind": "slow", "rate": 1.0, "delay_ms": 2000,
+                                     "endpoints": ["faceset/user/update"]}]}
+    journal = tmp_path / "journal.jsonl"
+    server = seeded_server(serve, tmp_path, {"g": {"u": ([1, 2, 3], "old")}},
+                           "--faults", write_faults(tmp_path, faults), "--journal", str(journal))
+    images = tuple(image_file(tmp_path, seed) for seed in (1, 2, 3))
+    desired = Desired(groups=(DesiredGroup("g", (DesiredUser("u", images, "new"),)),))
+    client = BaiduClient(server.base_url, server.api_key, server.secret_key, qps=None, read_timeout=0.5)
+    cache = TokenCache.for_target(client.identity, str(server.db) + ".cache")
+    try:
+        plan = plan_for(client, desired, cache)
+        assert [op.kind.value for op in plan.operations] == ["update_user", "add_face", "add_face"]
+        result = execute(plan, client, cache=cache)
+        update = result.results[0]
+        assert update.outcome == executor.FAILED and "not sent again" in update.error_msg
+        assert [r.outcome for r in result.results[1:]] == [executor.SKIPPED, executor.SKIPPED]
+        updates = wait_for(lambda: [e for e in server.journal() if e["endpoint"] == "faceset/user/update"])
+        assert len(updates) == 1 and updates[0]["executed"]  # the original landed late, and only it
+        assert served_state(server, ["g"]) == {"g": {"u": ((token_of(1),), "new")}}  # files still hold 2, 3
+
+        again = plan_for(client, desired, cache)
+        assert [op.kind.value for op in again.operations] == ["add_face", "add_face"]
+        assert execute(again, client, cache=cache).ok
+        assert served_state(server, ["g"]) == desired_state(desired)
+    finally:
+        client.close()
+        cache.close()
+
+
+def wait_for(probe, seconds: float = 20.0):
+    """``probe()`` once it is truthy (polled), so a test waits for an event without timing it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = probe()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)

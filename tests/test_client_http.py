@@ -274,7 +274,7 @@ faults:
     codes: [222901]
 """)
     server = serve("--faults", faults, "--token-ttl", "1")
-    client = client_for(server, max_attempts=1)
+    client = client_for(server, max_attempts=1, transport_budget=0)  # every failure surfaces
     failures: list[str] = []
     for index in range(25):
         try:
@@ -350,7 +350,7 @@ faults:
     endpoints: [faceset/group/getlist]
 """)
     server = serve("--faults", faults)
-    client = client_for(server, read_timeout=0.3, max_attempts=2)
+    client = client_for(server, read_timeout=0.3, max_attempts=2, transport_budget=0)
     with pytest.raises(TransportError) as caught:
         client.group_getlist()
     assert "no answer in time" in str(caught.value)
@@ -363,3 +363,21 @@ def test_many_threads_share_one_token_fetch(serve):
     errors = run_in_threads(8, 40, lambda i: client.group_getlist())
     assert errors == []
     assert server.stats()["token_requests"] == 1
+
+
+def test_a_server_restart_of_two_seconds_costs_no_failed_call(serve):
+    """Refused connections while the server restarts are retried for a time budget, not a few attempts."""
+    server = serve()
+    client = client_for(server)
+    client.group_add("before")
+    port = server.base_url.rsplit(":", 1)[1]
+    server.stop()
+    restarted = []
+    timer = threading.Timer(2.0, lambda: restarted.append(serve("--port", port, db=server.db)))
+    timer.start()
+    try:
+        client.group_add("during")  # refused for about two seconds, then the new process answers
+    finally:
+        timer.join()
+        client.close()
+    assert restarted and {"before", "during"} <= set(client_for(restarted[0]).group_getlist().ids)

@@ -46,9 +46,29 @@ def test_quota_errors_say_which_quota():
 def test_max_attempts_bounds_failures():
     policy = RetryPolicy(max_attempts=3)
     rng = random.Random(2)
-    error = TransportError("timeout")
+    error = error_for(222901)
     assert policy.next_delay(error, failures=2, retry=2, elapsed=0, rng=rng) is not None
     assert policy.next_delay(error, failures=3, retry=3, elapsed=0, rng=rng) is None
+    no_budget = RetryPolicy(max_attempts=3, transport_budget=0)
+    assert no_budget.next_delay(TransportError("reset"), failures=3, retry=3, elapsed=0, rng=rng) is None
+
+
+def test_transport_failures_are_retried_for_a_time_budget_not_a_count():
+    """A server restarting for a few seconds must not turn into failed operations."""
+    policy = RetryPolicy(max_attempts=3, transport_budget=30)
+    rng = random.Random(4)
+    error = TransportError("connection refused")
+    assert policy.next_delay(error, failures=12, retry=12, elapsed=10, rng=rng) is not None
+    assert policy.next_delay(error, failures=12, retry=12, elapsed=30, rng=rng) is None
+
+
+def test_a_user_update_whose_answer_was_lost_is_never_repeated():
+    from facesync.api.errors import AnswerLostError
+
+    lost = AnswerLostError("faceset/user/update: no answer in time")
+    assert not is_retryable(lost, "faceset/user/update")  # a late original would wipe what came after
+    assert is_retryable(lost, "faceset/user/add")  # a late add is refused as 223105 and changes nothing
+    assert is_retryable(TransportError("connection refused"), "faceset/user/update")  # never sent
 
 
 def test_error_18_is_bounded_by_elapsed_time_only():

@@ -14,7 +14,10 @@ Everything that goes wrong between facesync and the server ends here as one of t
   HTTP 5xx, a body that is not JSON or not an envelope) is a ``TransportError``. HTTP 429 counts as
   error 18. Another HTTP 4xx without an envelope is final: the base URL is most likely not a Baidu API.
 - rate: every attempt (and every token request) waits for a slot of one shared ``RateLimiter``; the
-  retry policy is ``retry.RetryPolicy`` (see there for what is retried and why).
+  retry policy is ``retry.RetryPolicy`` (see there for what is retried and why). Transport failures
+  are retried for ``transport_budget`` seconds (a server restarting is waited out), except when
+  fetching the first token: a wrong URL fails after ``max_attempts``. A read timeout is an
+  ``AnswerLostError``; a call that is not safe to repeat (user/update) is then not re-sent.
 - secrets: the API key, secret key and every access token are registered with ``logs.register_secret``;
   exception texts from ``requests`` (which carry the URL and its query string) are scrubbed before they
   are wrapped, and urllib3's own debug lines are scrubbed by a logging filter. ``repr`` shows none.
@@ -43,6 +46,7 @@ from requests.adapters import HTTPAdapter
 
 from facesync import logs
 from facesync.api.errors import (
+    AnswerLostError,
     AuthError,
     FaceApiError,
     QpsLimitError,
@@ -209,6 +213,7 @@ class BaiduClient:
         read_timeout: float = 30,
         max_attempts: int = 6,
         max_elapsed: float = 120,
+        transport_budget: float = 60,
         session: requests.Session | None = None,
         on_call: Callable[[CallRecord], None] | None = None,
     ):
@@ -230,7 +235,9 @@ class BaiduClient:
         self.qps = qps
         self.concurrency = concurrency
         self.timeout = (connect_timeout, read_timeout)
-        self.policy = RetryPolicy(max_attempts=max_attempts, max_elapsed=max_elapsed)
+        self.policy = RetryPolicy(max_attempts=max_attempts, max_elapsed=max_elapsed, transport_budget=transport_budget)
+        # the first contact fails fast on a wrong URL; once a token is held, a restart is waited out
+        self.token_policy = RetryPolicy(max_attempts=max_attempts, max_elapsed=max_elapsed, transport_budget=0)
         self.limiter = RateLimiter(qps)
         self.on_call = on_call
         self._session = session or self._new_session(concurrency)
@@ -309,8 +316,8 @@ class BaiduClient:
                 return self._request_token()
             except TransportError as error:
                 failures += 1
-                delay = self.policy.next_delay(error, failures=failures, retry=attempt,
-                                               elapsed=self._clock() - started, rng=self._rng)
+                delay = self.token_policy.next_delay(error, failures=failures, retry=attempt,
+                                                     elapsed=self._clock() - started, rng=self._rng)
                 if delay is None:  # retries are details (-v): the error that follows says what happened
                     log.info("access token: giving up after %d attempts: %s", attempt, error.error_msg)
                     raise
@@ -427,6 +434,8 @@ class BaiduClient:
                 self._discard_token(token)
                 log.info("%s: access token refused (error %d): renewing it once", endpoint, error.error_code)
                 continue
+            if not is_retryable(error, endpoint):  # e.g. a user/update that may still land: never re-sent
+                raise error
             delay = self.policy.next_delay(error, failures=failures, retry=attempt,
                                            elapsed=self._clock() - started, rng=self._rng)
             if delay is None:
@@ -469,14 +478,18 @@ class BaiduClient:
 
     def _post(self, path: str, endpoint: str, query: dict[str, str], body: dict | None) -> requests.Response:
         failure = None
+        kind = TransportError
         try:
             return self._session.post(self.base_url + path, params=query, json=body, timeout=self.timeout,
                                       verify=True)
+        except requests.ReadTimeout as error:  # sent, accepted, unanswered: it may still be carried out
+            failure = f"{endpoint} at {self.base_url}: no answer in time ({_root_cause(error)})"
+            kind = AnswerLostError
         except requests.Timeout as error:
             failure = f"{endpoint} at {self.base_url}: no answer in time ({_root_cause(error)})"
         except requests.RequestException as error:
             failure = f"{endpoint} at {self.base_url}: connection failed ({_root_cause(error)})"
-        unreachable = TransportError(failure)  # raised outside the except: the original, unscrubbed, is not chained
+        unreachable = kind(failure)  # raised outside the except: the original, unscrubbed, is not chained
         unreachable.hint = unreachable_hint(self.base_url)
         raise unreachable
 

@@ -48,6 +48,12 @@ class TransportError(RetryableError):
         return (type(self), (self.error_msg, self.log_id))
 
 
+class AnswerLostError(TransportError):
+    """The request was sent but no answer came (read timeout, connection broken after sending): the service
+    may have carried it out, or may still carry it out later. A call that is not safe to repeat
+    (``retry.NOT_REPEATABLE``) is not re-sent after this; the caller reads the library to decide."""
+
+
 class QuotaExhaustedError(FaceApiError):
     """17 (daily) or 19 (total) request limit: retrying cannot help; the run stops."""
 

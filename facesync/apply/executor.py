@@ -6,6 +6,9 @@
   checked to hold what the operation wanted. A 223105 whose user_info differs fails the operation
   rather than fixing it in place: setting user_info alone takes a user/update, which drops the other
   faces, and only the planner knows how to re-add them safely (files, or a staging copy).
+- Lost answers. The client repeats a call whose answer was lost only where a late original is harmless
+  (api/retry.py). A user/update is not repeated: the library is read instead, and the operation is
+  done if it shows the update's effect, else failed (so its re-adds never race a late original).
 - Failures. A permanent failure fails its operation and skips, transitively, every operation that waits
   for it, plus the face deletes and updates of the same user (a failed add never leaves a user with
   fewer faces than before); independent work carries on. 17/19 (quota) and auth errors stop the run at
@@ -29,6 +32,7 @@ from typing import Protocol
 
 from facesync.api.errors import (
     AlreadyExistsError,
+    AnswerLostError,
     AuthError,
     FaceApiError,
     NotFoundError,
@@ -303,8 +307,11 @@ class _Run:
             return self._add_face(op)
         if kind is OpKind.UPDATE_USER:
             image, digest = self._image(op.face)
-            added = self._call("user_update", op.group_id, op.user_id, image, user_info=op.user_info,
-                               quality_control=op.quality_control, liveness_control=op.liveness_control)
+            try:
+                added = self._call("user_update", op.group_id, op.user_id, image, user_info=op.user_info,
+                                   quality_control=op.quality_control, liveness_control=op.liveness_control)
+            except AnswerLostError as error:
+                return self._update_answer_lost(op, digest, error)
             self._remember(op.face, digest, added.face_token)
             return DONE, added.face_token, added.log_id
         if kind is OpKind.COPY_USER:
@@ -363,6 +370,25 @@ class _Run:
             return ALREADY, token, error.log_id
         self._remember(op.face, digest, added.face_token)
         return DONE, added.face_token, added.log_id
+
+    def _update_answer_lost(self, op: Operation, digest: str | None,
+                            error: AnswerLostError) -> tuple[str, str | None, int | None]:
+        """user/update sent, no answer in time. The client does not repeat it: it may still be carried out
+        later, and would then remove the faces added after it. Done if the library already shows its
+        effect (one face, the new user_info); otherwise the operation fails, and what waits on it with it."""
+        faces = self._faces(op.group_id, op.user_id)
+        token = self._cached_token(digest) or (op.face.face_token if op.face else None)
+        landed = len(faces) == 1 and token in (None, faces[0])
+        if landed and op.user_info is not None:
+            landed = self._user_info(op.group_id, op.user_id) == op.user_info
+        if landed:
+            self._remember(op.face, digest, faces[0])
+            return DONE, faces[0], error.log_id
+        raise FaceApiError(0, (
+            f"user/update of {_where(op)} got no answer in time ({error.error_msg}); it was not sent again, "
+            "since it may still be carried out and would then remove the faces added after it, and the "
+            "library does not show it yet. Run apply again in a few minutes: it plans from what is there"),
+            error.log_id)
 
     def _landed_under_other_token(self, op: Operation, faces: list[str], token: str, error: FaceApiError) -> str:
         """223105, and the user lacks the face under the token facesync knows for the image.
