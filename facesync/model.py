@@ -138,9 +138,13 @@ class Live:
     source: str = "refresh"
 
 
-# The group that holds the apply lock of a remote library (see lock.py). It is facesync's own: the
-# manifest may not name it, and the planner never lists, prunes or deletes it.
-LOCK_GROUP_ID = "_facesync_lock"
+# Every group whose id starts with this holds the apply lock (see lock.py). They are facesync's own: the
+# manifest may not name them, and refresh, export, the planner and apply never read, prune or delete them.
+LOCK_GROUP_PREFIX = "_facesync_lock"
+
+
+def is_lock_group(group_id: str) -> bool:
+    return group_id.startswith(LOCK_GROUP_PREFIX)
 
 # Groups that hold, for the length of one apply, a copy of a user whose faces are known only by
 # face_token while a user/update drops them (a FACE_TOKEN may stop working once no user holds its face).

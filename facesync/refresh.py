@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from facesync import progress as progress_bars
 from facesync.api.errors import NotFoundError
 from facesync.api.protocol import ALL_GROUPS, FaceLibrary, iter_group_ids, iter_user_ids
-from facesync.model import Desired, Live, LiveGroup, LiveUser
+from facesync.model import Desired, Live, LiveGroup, LiveUser, is_lock_group
 from facesync.words import counted
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def refresh(library: FaceLibrary, desired: Desired, *, concurrency: int = 8,
     with progress_bars.progress("Reading the library", enabled=progress) as bar, \
             ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         bar.add_total(1)
-        group_ids = tuple(iter_group_ids(library))
+        group_ids = tuple(group_id for group_id in iter_group_ids(library) if not is_lock_group(group_id))
         bar.advance()
         existing = set(group_ids)
         managed = [group_id for group_id in scope.desired_users if group_id in existing]

@@ -44,13 +44,13 @@ from facesync.errors import FacesyncError
 from facesync.export import ExportedUser, read_library, utc_now
 from facesync.files import atomic_output
 from facesync.model import (
-    LOCK_GROUP_ID,
     Desired,
     DesiredImage,
     ImageKind,
     Live,
     LiveGroup,
     LiveUser,
+    is_lock_group,
 )
 from facesync.plan.ops import Operation, Plan
 from facesync.plan.planner import make_plan, user_info_to_read
@@ -123,8 +123,8 @@ def take_snapshot(library: FaceLibrary, desired: Desired | None, cache: TokenCac
 
 def _read_whole(library: FaceLibrary, *, concurrency: int, progress: bool | None) -> Live:
     with progress_bars.progress("Reading the library", enabled=progress) as bar:
-        group_ids = tuple(iter_group_ids(library))
-        readable = [group_id for group_id in group_ids if group_id != LOCK_GROUP_ID]
+        group_ids = tuple(group_id for group_id in iter_group_ids(library) if not is_lock_group(group_id))
+        readable = list(group_ids)
         users: dict[str, dict[str, LiveUser]] = {group_id: {} for group_id in readable}
         for event in read_library(library, readable, concurrency=concurrency, bar=bar):
             if isinstance(event, ExportedUser):

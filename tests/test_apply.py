@@ -18,7 +18,7 @@ from facesync.apply.order import WRITES
 from facesync.cache import TokenCache
 from facesync.errors import PlanRefusedError
 from facesync.images import local_face_token
-from facesync.model import LOCK_GROUP_ID, Desired, DesiredGroup, DesiredImage, DesiredUser, ImageKind, Policy
+from facesync.model import LOCK_GROUP_PREFIX, Desired, DesiredGroup, DesiredImage, DesiredUser, ImageKind, Policy
 from facesync.plan.ops import Expect, FaceSource, Operation, OpKind, Plan
 from tests.support.images import png
 
@@ -276,7 +276,7 @@ def test_protected_and_lock_groups_are_refused_before_any_call(library):
     with pytest.raises(PlanRefusedError, match="protected group vip"):
         execute(replace(plan, protected_groups=()), library, protected_groups={"vip"})
     with pytest.raises(PlanRefusedError, match="lock group"):
-        execute(Plan((_op(OpKind.DELETE_GROUP, LOCK_GROUP_ID),), target="t"), library)
+        execute(Plan((_op(OpKind.DELETE_GROUP, LOCK_GROUP_PREFIX + "_hr0_abc_1_host"),), target="t"), library)
     assert "vip" in library.group_getlist().ids
 
 

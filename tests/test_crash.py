@@ -15,7 +15,7 @@ import time
 import pytest
 
 from facesync.local.store import LocalLibrary
-from facesync.model import LOCK_GROUP_ID
+from facesync.model import is_lock_group
 from facesync.plan import planfile
 from facesync.plan.ops import OpKind
 from tests.test_apply import seed_library, snapshot, token_of
@@ -49,7 +49,6 @@ def allowed_deletions(plan) -> tuple[set, set, set]:
 
 def unplanned_deletions(journal_path, plan) -> list[dict]:
     faces, users, groups = allowed_deletions(plan)
-    groups = groups | {LOCK_GROUP_ID}
     bad = []
     with open(journal_path, encoding="utf-8") as journal:
         for line in journal:
@@ -63,7 +62,7 @@ def unplanned_deletions(journal_path, plan) -> list[dict]:
             elif entry["endpoint"] == "faceset/user/delete":
                 ok = (p["group_id"], p["user_id"]) in users or p["group_id"] in groups
             elif entry["endpoint"] == "faceset/group/delete":
-                ok = p["group_id"] in groups
+                ok = p["group_id"] in groups or is_lock_group(p["group_id"])
             else:
                 continue
             if not ok:
@@ -141,5 +140,5 @@ def test_two_applies_at_once_never_interleave(serve, tmp_path):
     waiting = [started_apply(server, manifest, "--force", "--lock-timeout", "60") for _ in range(2)]
     assert [p.wait(timeout=120) for p in waiting] == [0, 0]
     with LocalLibrary(db) as library:
-        assert LOCK_GROUP_ID not in library.group_getlist().ids  # released
+        assert not [g for g in library.group_getlist().ids if is_lock_group(g)]  # released
         assert library.consistency_problems() == []

@@ -8,7 +8,7 @@ import pytest
 
 from facesync.errors import ConfigError
 from facesync.model import (
-    LOCK_GROUP_ID,
+    LOCK_GROUP_PREFIX,
     Desired,
     DesiredGroup,
     DesiredImage,
@@ -236,7 +236,7 @@ def test_prune_off_keeps_unnamed_users_and_extra_faces():
 
 def test_unlisted_groups_are_left_alone_by_default_with_a_note():
     d = desired(DesiredGroup("g", (user("alice", "a1"),)))
-    p = plan(d, live({"g": {"alice": (("a1",), None)}}, extra_groups=("other", LOCK_GROUP_ID)))
+    p = plan(d, live({"g": {"alice": (("a1",), None)}}, extra_groups=("other", LOCK_GROUP_PREFIX + "_hrx_abc_1_h")))
     assert p.empty
     assert p.notes == ("1 group not in the manifest left alone: other",)
 
@@ -244,16 +244,16 @@ def test_unlisted_groups_are_left_alone_by_default_with_a_note():
 def test_unlisted_group_is_one_delete_when_the_policy_says_so_but_never_protected_or_lock():
     d = desired(DesiredGroup("g", (user("alice", "a1"),)), delete_unlisted_groups=True,
                 protected_groups=frozenset({"keep"}))
-    p = plan(d, live({"g": {"alice": (("a1",), None)}}, extra_groups=("old", "keep", LOCK_GROUP_ID)))
+    p = plan(d, live({"g": {"alice": (("a1",), None)}}, extra_groups=("old", "keep", LOCK_GROUP_PREFIX + "_hrx_abc_1_h")))
     assert kinds(p) == ["delete_group"] and p.operations[0].group_id == "old"
     assert p.operations[0].expects == (Expect("old", None, True),)
     assert any("keep" in note and "protected" in note for note in p.notes)
 
 
 def test_lock_group_in_the_manifest_is_not_managed():
-    d = desired(DesiredGroup(LOCK_GROUP_ID, (user("x", "a1"),)))
+    d = desired(DesiredGroup(LOCK_GROUP_PREFIX, (user("x", "a1"),)))
     p = plan(d, live({}))
-    assert p.empty and any(LOCK_GROUP_ID in note for note in p.notes)
+    assert p.empty and any(LOCK_GROUP_PREFIX in note for note in p.notes)
 
 
 def _ten_users(deleted: int):

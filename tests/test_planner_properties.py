@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from facesync.apply.order import dependencies
 from facesync.model import (
-    LOCK_GROUP_ID,
+    LOCK_GROUP_PREFIX,
     Desired,
     DesiredGroup,
     DesiredImage,
@@ -146,7 +146,7 @@ images_st = st.lists(st.sampled_from(IMAGES), min_size=1, max_size=4, unique=Tru
 def scenarios(draw):
     group_ids = draw(st.lists(st.sampled_from(MANAGED + UNLISTED), unique=True))
     if draw(st.booleans()):
-        group_ids.append(LOCK_GROUP_ID)
+        group_ids.append(LOCK_GROUP_PREFIX + "_hr0_abc_1_host")
     state: State = {}
     for gid in group_ids:
         state[gid] = {uid: [[TOKEN[n] for n in draw(images_st)], draw(st.sampled_from(INFOS))]
@@ -229,7 +229,7 @@ def expected(state: State, desired: Desired) -> State:
         result[group.group_id] = after
     if policy.delete_unlisted_groups:
         for gid in list(result):
-            if gid not in listed and gid != LOCK_GROUP_ID and gid not in policy.protected_groups:
+            if gid not in listed and not gid.startswith(LOCK_GROUP_PREFIX) and gid not in policy.protected_groups:
                 del result[gid]
     return result
 
@@ -300,7 +300,7 @@ def test_plan_is_deterministic_and_never_costlier_than_naive(scenario):
         naive += sum(1 for uid in before if uid not in named) if group.prune else 0
     listed = {group.group_id for group in desired.groups}
     if desired.policy.delete_unlisted_groups:
-        naive += sum(1 for gid in state if gid not in listed and gid != LOCK_GROUP_ID
+        naive += sum(1 for gid in state if gid not in listed and not gid.startswith(LOCK_GROUP_PREFIX)
                      and gid not in desired.policy.protected_groups)
     # a face known only by token needs a staging copy (create, copy, delete) when an update drops it
     staged = {op.group_id for op in first.operations if is_stage_group(op.group_id)}

@@ -45,7 +45,7 @@ from facesync.apply.results import ALREADY, DONE, FAILED, OUTCOMES, SKIPPED, App
 from facesync.apply.verify import VERIFY_MODES, verify_results
 from facesync.errors import PlanRefusedError
 from facesync.logs import redact
-from facesync.model import LOCK_GROUP_ID, ImageKind
+from facesync.model import ImageKind, is_lock_group
 from facesync.plan.ops import FaceSource, Operation, OpKind, Plan
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,9 @@ def check_safety(plan: Plan, protected_groups: Iterable[str] = ()) -> None:
     for op in plan.operations:
         if op.kind is OpKind.DELETE_GROUP and op.group_id in protected:
             reasons.append(f"the plan deletes the protected group {op.group_id}")
-        if LOCK_GROUP_ID in (op.group_id, op.src_group_id):
-            reasons.append(f"the plan touches facesync's lock group {LOCK_GROUP_ID} ({op.kind.value})")
+        for group_id in (op.group_id, op.src_group_id):
+            if group_id and is_lock_group(group_id):
+                reasons.append(f"the plan touches facesync's lock group {group_id} ({op.kind.value})")
     if reasons:
         raise PlanRefusedError(
             "refusing to apply: " + "; ".join(reasons),

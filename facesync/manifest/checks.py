@@ -21,7 +21,7 @@ from facesync.api.protocol import (
 )
 from facesync.manifest.diagnostics import Diagnostic, error, warning
 from facesync.manifest.loader import format_path
-from facesync.model import LOCK_GROUP_ID, DesiredImage, Origin
+from facesync.model import LOCK_GROUP_PREFIX, DesiredImage, Origin, is_lock_group
 
 _ID = re.compile(r"[A-Za-z0-9_]+")
 
@@ -63,9 +63,9 @@ def group_id_problems(group_id: str, origin: Origin, path: str) -> list[Diagnost
     size = len(group_id.encode())
     if size > GROUP_ID_MAX_BYTES:
         return [error(origin, path, f"group_id {group_id!r} is {size} bytes long; the limit is {GROUP_ID_MAX_BYTES}")]
-    if group_id == LOCK_GROUP_ID:
-        return [error(origin, path, f"group_id '{LOCK_GROUP_ID}' is reserved for facesync's apply lock",
-                      "choose another name")]
+    if is_lock_group(group_id):
+        return [error(origin, path, f"group_id {group_id!r} is reserved for facesync's apply lock",
+                      f"ids starting with '{LOCK_GROUP_PREFIX}' are reserved: choose another name")]
     return []
 
 

@@ -48,7 +48,6 @@ from datetime import datetime, timezone
 
 from facesync.errors import ConfigError
 from facesync.model import (
-    LOCK_GROUP_ID,
     Desired,
     DesiredGroup,
     DesiredImage,
@@ -56,6 +55,7 @@ from facesync.model import (
     ImageKind,
     Live,
     LiveUser,
+    is_lock_group,
     is_stage_group,
     stage_group_id,
 )
@@ -141,7 +141,7 @@ class _Builder:
     def plan_creates(self) -> None:
         for group in self.desired.groups:
             gid = group.group_id
-            if gid == LOCK_GROUP_ID or gid in self.live_group_ids or gid in self.create_index:
+            if is_lock_group(gid) or gid in self.live_group_ids or gid in self.create_index:
                 continue
             if group.scope_users is not None and not group.users:
                 continue
@@ -158,8 +158,8 @@ class _Builder:
 
     def plan_groups(self) -> None:
         for order, group in enumerate(self.desired.groups):
-            if group.group_id == LOCK_GROUP_ID:
-                self.notes.append(f"group {LOCK_GROUP_ID} holds facesync's apply lock and is not managed")
+            if is_lock_group(group.group_id):
+                self.notes.append(f"group {group.group_id} holds facesync's apply lock and is not managed")
                 continue
             self.plan_group(order, group)
 
@@ -378,7 +378,8 @@ class _Builder:
             shown = ", ".join(filtered[:5]) + (f" and {len(filtered) - 5} more" if len(filtered) > 5 else "")
             self.notes.append(f"{counted(len(filtered), 'group')} of the manifest outside --group left alone: {shown}")
         unlisted = [gid for gid in self.live.group_ids
-                    if gid not in listed and gid not in outside and gid != LOCK_GROUP_ID and not is_stage_group(gid)]
+                    if gid not in listed and gid not in outside and not is_lock_group(gid)
+                    and not is_stage_group(gid)]
         left = sorted(gid for gid in self.live.group_ids if is_stage_group(gid) and gid not in self.stage_after)
         if left:
             self.notes.append(f"staging group(s) left by an interrupted apply, kept until a plan stages the same "

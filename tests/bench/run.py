@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from facesync.model import LOCK_GROUP_ID
+from facesync.model import is_lock_group
 from tests.bench.generate import LibrarySpec, face_count, people, populate, write_manifest
 from tests.support.images import png
 from tests.support.server import API_KEY, SECRET_KEY, RunningServer, start_server
@@ -200,7 +200,7 @@ def scenario_apply(settings: Settings, qps: int) -> list[Row]:
     verify_rate = totals["verify_calls"] / totals["verify_s"] if totals["verify_s"] else 0.0
     whole_rate = admitted / wall
     adds = sum(1 for entry in journal if entry["endpoint"] == "faceset/user/add"
-               and entry["params"].get("group_id") != LOCK_GROUP_ID)
+               and not is_lock_group(entry["params"].get("group_id", "")))
     detects = stats["counters"].get("detect", 0)
 
     sdk_wall, sdk_retries, sdk_failed = sdk_loop(root / "sdk.db", spec, server_args)
