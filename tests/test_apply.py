@@ -18,7 +18,15 @@ from facesync.apply.order import WRITES
 from facesync.cache import TokenCache
 from facesync.errors import PlanRefusedError
 from facesync.images import local_face_token
-from facesync.model import LOCK_GROUP_PREFIX, Desired, DesiredGroup, DesiredImage, DesiredUser, ImageKind, Policy
+from facesync.model import (
+    LOCK_GROUP_PREFIX,
+    Desired,
+    DesiredGroup,
+    DesiredImage,
+    DesiredUser,
+    ImageKind,
+    Policy,
+)
 from facesync.plan.ops import Expect, FaceSource, Operation, OpKind, Plan
 from tests.support.images import png
 
