@@ -168,15 +168,23 @@ def _me(ttl: float | None, nonce: str = "") -> LockHolder:
     return LockHolder(socket.gethostname(), os.getpid(), now, None if ttl is None else now + ttl, nonce)
 
 
-def _held_error(where: str, blockers: Iterable[LockGroup], waited: float, *, race: bool,
-                breakable: bool) -> LockHeldError:
+# Why an acquisition gave way: each tells the person the truth about the other apply.
+HELD, TAKEN, TAKING, STUCK = "held", "taken", "taking", "stuck"
+
+
+def _held_error(where: str, blockers: Iterable[LockGroup], waited: float, reason: str) -> LockHeldError:
     who = "; ".join(dict.fromkeys(group.describe() for group in blockers)) or "an unknown holder"
     waited_text = f" (waited {waited:.0f} s)" if waited >= 1 else ""
     hint = "wait for that apply to end, or pass --lock-timeout SECONDS to wait for it"
-    if race:
+    if reason == TAKEN:
         return LockHeldError(f"another apply took the lock of {where} just now: {who}{waited_text}", hint=hint)
-    if breakable:
-        hint += "; if it is dead (killed, crashed), remove its lock with --break-lock"
+    if reason == TAKING:
+        return LockHeldError(f"another apply is taking the lock of {where} right now: {who}{waited_text}",
+                             hint=hint)
+    hint += "; if it is dead (killed, crashed), remove its lock with --break-lock"
+    if reason == STUCK:
+        return LockHeldError(f"another apply started taking the lock of {where} and has not finished: "
+                             f"{who}{waited_text}", hint=hint)
     return LockHeldError(f"{where} is locked by another apply: {who}{waited_text}", hint=hint)
 
 
@@ -265,21 +273,22 @@ def _read_local_holder(fd: int) -> LockHolder | None:
 
 
 class _Lost(Exception):
-    """This attempt gave way; ``blockers`` are the lock groups that won, ``race`` whether they won just now."""
+    """This attempt gave way to ``blockers`` (lock groups of other applies), for ``reason``."""
 
-    def __init__(self, blockers: list[LockGroup], race: bool):
+    def __init__(self, blockers: list[LockGroup], reason: str):
         super().__init__()
         self.blockers = blockers
-        self.race = race
+        self.reason = reason
 
 
 class GroupLock:
     """The lock groups of one apply in one library, with the thread that renews them."""
 
     def __init__(self, library: FaceLibrary, *, ttl: float = DEFAULT_TTL, sleep: Callable[[float], None] = time.sleep,
-                 local: bool = False):
+                 local: bool = False, race_window: float = RACE_WINDOW):
         self.library = library
         self.ttl = ttl
+        self.race_window = race_window
         self.sleep = sleep
         self.local = local
         self.nonce = "".join(secrets.choice(_ALPHABET) for _ in range(NONCE_LENGTH))
@@ -307,8 +316,7 @@ class GroupLock:
                     self._withdraw()
                     waited = time.monotonic() - started
                     if waited >= timeout:
-                        raise _held_error(self.where, lost.blockers, waited, race=lost.race,
-                                          breakable=not lost.race) from None
+                        raise _held_error(self.where, lost.blockers, waited, lost.reason) from None
                     self.sleep(min(POLL_SECONDS, max(0.05, timeout - waited)))
         except BaseException:  # held, failed or interrupted: leave nothing half-made behind
             self._withdraw()
@@ -333,7 +341,7 @@ class GroupLock:
         candidate = self._make(_me(CANDIDATE_TTL, self.nonce), holding=False)
         first = None
         race = False
-        deadline = time.monotonic() + RACE_WINDOW
+        deadline = time.monotonic() + self.race_window
         while True:
             groups = [g for g in self._read() if g.nonce != self.nonce]
             now = time.time()
@@ -351,14 +359,14 @@ class GroupLock:
             first = {g.group_id for g in live} if first is None else first
             holders = [g for g in live if g.holding or g.holder is None]
             if holders:
-                raise _Lost(holders, race or any(g.group_id not in first for g in holders))
+                raise _Lost(holders, TAKEN if race or any(g.group_id not in first for g in holders) else HELD)
             smaller = [g for g in live if g.nonce < self.nonce]
             if smaller:
-                raise _Lost(smaller, True)
+                raise _Lost(smaller, TAKING)
             if not live:
                 break
             if time.monotonic() >= deadline:  # candidates that neither withdraw nor hold: stuck, give way
-                raise _Lost(live, True)
+                raise _Lost(live, STUCK)
             self.sleep(RACE_POLL_SECONDS)
         me = _me(self.ttl, self.nonce)
         self.holder_group = self._make(me, holding=True)

@@ -224,11 +224,55 @@ def test_the_loser_of_a_takeover_race_is_told_who_took_the_lock(serve):
     for thread in threads:
         thread.join(60)
     assert isinstance(outcome["winner"], LockHolder), outcome
-    message = str(outcome["loser"])
-    assert "took the lock" in message and "just now" in message and f"pid {os.getpid()}" in message
+    message = str(outcome["loser"])  # the truth: another apply is taking it, not a dead holder to break
+    assert "another apply is taking the lock" in message and f"pid {os.getpid()}" in message
     assert "4242" not in message and "--break-lock" not in message
     assert [parse_lock_group(g).nonce for g in lock_groups(client_for(server))] == ["000000"]
     winner.release()
+
+
+def test_a_holder_that_appears_while_taking_over_is_reported_as_having_taken_it_just_now(serve):
+    server = serve()
+    client = client_for(server)
+    dead_holder(client, expires=time.time() - 1, pid=4242)
+    other = LockHolder("otherhost", 555, None, time.time() + 3600, "zzzzzz")
+    other_candidate = lock_group_id(other, holding=False, local=False)
+    client.group_add(other_candidate)  # the other apply listed before our candidate existed
+
+    class TakenMeanwhile(_Rendezvous):  # ... and finishes taking the lock right after our first listing
+        def group_getlist(self, *args, **kwargs):
+            answer = self._library.group_getlist(*args, **kwargs)
+            if not self._waited:
+                self._waited = True
+                client.group_add(lock_group_id(other, holding=True, local=False))
+                client.group_delete(other_candidate)
+            return answer
+
+    lock = GroupLock(TakenMeanwhile(client, None))
+    lock.nonce = "000000"  # it would win a tie: it gives way because the other one already holds
+    with pytest.raises(LockHeldError) as lost:
+        lock.acquire()
+    message = str(lost.value)
+    assert "took the lock" in message and "just now" in message and "pid 555 on host otherhost" in message
+    assert "4242" not in message and "--break-lock" not in message
+    assert [parse_lock_group(g).nonce for g in lock_groups(client)] == ["zzzzzz"]
+
+
+def test_a_contender_stuck_halfway_is_reported_with_its_expiry(serve):
+    server = serve()
+    client = client_for(server)
+    stuck = LockHolder("stuckhost", 777, None, time.time() + 600, "zzzzzz")
+    client.group_add(lock_group_id(stuck, holding=False, local=False))
+    lock = GroupLock(client, race_window=0.3)
+    lock.nonce = "000000"
+    with pytest.raises(LockHeldError) as lost:
+        lock.acquire()
+    message = str(lost.value)
+    assert "has not finished" in message and "pid 777 on host stuckhost" in message and "expires" in message
+    assert "--break-lock" in message
+    with library_lock(parse_target(server.base_url), client, break_lock=True):
+        pass
+    assert lock_groups(client) == []
 
 
 def test_concurrent_contenders_never_hold_the_lock_together(serve):
