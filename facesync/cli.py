@@ -22,7 +22,8 @@ from facesync import __version__, logs
 from facesync.errors import EXIT_ERROR, FacesyncError
 
 # command name -> module in facesync.commands that defines ``command`` (a click.Command)
-COMMANDS = ("validate", "validate-changed", "plan", "apply", "show", "export", "snapshot", "serve", "completion")
+COMMANDS = ("validate", "validate-changed", "plan", "apply", "show", "export", "snapshot", "doctor", "serve",
+            "completion")
 
 
 class _Commands(click.Group):

@@ -36,8 +36,15 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from facesync.api.errors import AuthError, FaceApiError, NotFoundError, QpsLimitError, QuotaExhaustedError
-from facesync.api.protocol import PAGE_MAX, FaceLibrary, Image
+from facesync.api.errors import (
+    FACE_CAP_CODE,
+    AuthError,
+    FaceApiError,
+    NotFoundError,
+    QpsLimitError,
+    QuotaExhaustedError,
+)
+from facesync.api.protocol import MAX_FACES_PER_USER, PAGE_MAX, FaceLibrary, Image
 from facesync.errors import FacesyncError
 from facesync.images import fits_base64_limit, sniff_format
 from facesync.targets import TargetSpec
@@ -47,10 +54,9 @@ log = logging.getLogger(__name__)
 BUDGET = 100
 QPS_BURST = 8
 SCRATCH_PREFIX = "facesync_doctor_"
-FACE_CAP = 20  # documented: "组内每个uid下的人脸图片数目上限为20张"
 LENIENT, HARSH = "lenient", "harsh"
 _INFO = "facesync doctor probe"
-_MOST_PER_PROBE = FACE_CAP + 2  # the face cap probe: one read and up to 21 adds
+_MOST_PER_PROBE = MAX_FACES_PER_USER + 2  # the face cap probe: one read and up to 21 adds
 _RESERVED = QPS_BURST + 4  # the QPS burst, and removing the three scratch groups then checking
 
 
@@ -237,7 +243,10 @@ class _Doctor:
             except (QuotaExhaustedError, AuthError):
                 raise  # nothing more can be observed today, or with these keys
             except FaceApiError as error:
-                self.note(probe.__name__, f"could not observe: {_code(error)}", "not observed", error)
+                why = _code(error)
+                if error.error_code == 223105:  # a varied copy met as a face already there
+                    why += " (the service takes the varied copies of one photo for one face: pass several photos)"
+                self.note(probe.__name__, f"could not observe: {why}", "not observed", error)
 
     # each probe is named after the key of the row it adds (see _ASSUMPTION)
 
@@ -268,13 +277,13 @@ class _Doctor:
 
     def face_cap(self) -> None:
         held = len(self.library.face_getlist(self.group, "u2").faces)
-        for count in range(held + 1, FACE_CAP + 2):
+        for count in range(held + 1, MAX_FACES_PER_USER + 2):
             try:
                 self.library.user_add(self.group, "u2", self.faces.fresh())
             except FaceApiError as error:
                 self.note("face_cap", f"face {count} refused: {_code(error)}", error=error)
                 return
-        self.note("face_cap", f"{FACE_CAP + 1} faces accepted: no cap at {FACE_CAP}")
+        self.note("face_cap", f"{MAX_FACES_PER_USER + 1} faces accepted: no cap at {MAX_FACES_PER_USER}")
 
     def face_token_reuse(self) -> None:
         token = self.library.user_add(self.group, "u3", self.faces.fresh()).face_token
@@ -338,7 +347,7 @@ _ASSUMPTION = {
     "user_info_on_add": "user/add without user_info on an existing user",
     "user_info_on_update": "user/update without user_info",
     "detect_token": "detect's face_token vs the token user/add stores",
-    "face_cap": f"faces per user in a group (documented: {FACE_CAP}), and the code of one more",
+    "face_cap": f"faces per user in a group (documented: {MAX_FACES_PER_USER}), and the code of one more",
     "face_token_reuse": "FACE_TOKEN of a face no user holds any more",
     "same_face_two_users": "the same face on two users of one group",
     "copy_into_existing": "user/copy into a group where the user exists",
@@ -371,7 +380,7 @@ _FACESYNC = {
     "budget": "nothing: the rows after it were not observed",
 }
 _ASSUMED = {
-    "face_cap": f"face {FACE_CAP + 1} refused: 222208",
+    "face_cap": f"face {MAX_FACES_PER_USER + 1} refused: {FACE_CAP_CODE}",
     "copy_into_existing": "refused: 223102",
     "copy_linked": "independent",
     "list_order": "insertion order",

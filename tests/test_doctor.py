@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import struct
 import subprocess
@@ -72,16 +73,15 @@ def made_and_removed(server) -> tuple[set[str], set[str]]:
 
 
 @pytest.fixture
-def photo(tmp_path) -> str:
-    path = tmp_path / "me.png"
-    path.write_bytes(png(11, size=4))
-    return str(path)
+def photo() -> str:
+    """A real face: the server finds it in every varied copy (--detect-faces), so the pixels are unchanged."""
+    return os.path.join(os.path.dirname(__file__), "photos", "face_a.jpg")
 
 
 def test_lenient_and_harsh_reports_differ_exactly_where_the_variants_do(serve, photo):
     reports = {}
     for variant in ("lenient", "harsh"):
-        server = serve("--unknowns", variant)
+        server = serve("--unknowns", variant, "--detect-faces")
         done = doctor(server, "--image", photo, "--format", "json")
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
@@ -96,6 +96,7 @@ def test_lenient_and_harsh_reports_differ_exactly_where_the_variants_do(serve, p
     assert {lenient[key]["matches"] for key in VARIANT_ROWS} == {"lenient"}
     assert {harsh[key]["matches"] for key in VARIANT_ROWS} == {"harsh"}
     for rows in (lenient, harsh):
+        assert [key for key, row in rows.items() if row["matches"] == "not observed"] == ["background_delete"]
         assert rows["face_cap"]["observed"].startswith("face 21 refused: 222208")
         assert rows["copy_into_existing"]["observed"].startswith("refused: 223102")
         assert {rows[key]["matches"] for key in ("face_cap", "copy_into_existing", "copy_linked", "list_order")} \
