@@ -23,6 +23,12 @@ groups, named ``_facesync_lock_<state><origin><expiry>_<nonce>_<pid>_<host>``:
   old one deleted), so only a dead holder's lock expires; expired lock groups are removed by the next
   apply. A lock group that does not parse (an older facesync's ``_facesync_lock``) never expires and
   needs ``--break-lock``, which deletes every other lock group (Terraform's force-unlock).
+- The one that gives way is told the truth: a holder that was there before it looked (wait, or
+  ``--break-lock`` if that apply is dead), a lock taken just now or being taken by a live apply (wait; no
+  advice to break it), or a contender stuck halfway (its claim expires in ``CANDIDATE_TTL``).
+- Relies on: ``group/getlist`` showing every group whose ``group/add`` was answered (the contract's
+  linearizable library; true of the local library), and clocks of contending hosts within
+  ``CANDIDATE_TTL`` of each other (expiry is compared across hosts).
 
 A local library (``local:PATH``) is reachable two ways: directly, and through ``facesync serve --db PATH``.
 A local apply takes an OS lock (``flock`` on ``PATH.lock``, freed by the OS even after kill -9, with the
