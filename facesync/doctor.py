@@ -475,10 +475,10 @@ def examine(library: FaceLibrary, photos: Sequence[bytes], *, identity: str = ""
 
 def run_doctor(spec: TargetSpec, image_paths: Sequence[str]) -> Report:
     """Open ``spec``, observe, close: what ``facesync doctor`` runs."""
-    from facesync.targets import open_target
+    from facesync.targets import ERROR, open_target
 
     photos = read_photos(image_paths)
-    library = open_target(spec)
+    library = open_target(spec, if_missing=ERROR)  # a library to observe, never a new one
     burst = None
     if not spec.is_local:
         from facesync.api.baidu import BaiduClient

@@ -121,6 +121,13 @@ def test_without_a_photo_the_error_says_what_to_pass(serve):
     assert server.journal() == []  # nothing was touched
 
 
+def test_a_local_library_that_does_not_exist_is_refused_not_created(tmp_path, photo):
+    missing = tmp_path / "nothing.db"
+    done = subprocess.run([sys.executable, "-m", "facesync", "doctor", "--target", f"local:{missing}",
+                           "--image", photo], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and "does not exist" in done.stderr and not missing.exists()
+
+
 def test_a_failure_midway_still_removes_the_scratch_groups(serve, photo, tmp_path):
     faults = tmp_path / "faults.yaml"
     faults.write_text(yaml.safe_dump({"faults": [
