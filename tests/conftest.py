@@ -1,7 +1,8 @@
 """Shared fixtures: a local library in a temporary file, and ``facesync serve`` on 127.0.0.1.
 
-Both follow the ``unknowns`` fixture: ``lenient`` by default, and each of ``lenient`` and ``harsh`` for a
-test (or a module, with ``pytestmark = pytest.mark.both_unknowns``) marked ``both_unknowns``. The fixture
+Both follow the ``unknowns`` fixture: ``lenient`` by default (``pytest --unknowns harsh`` runs every
+unmarked test harsh), and each of ``lenient`` and ``harsh`` for a test (or a module, with
+``pytestmark = pytest.mark.both_unknowns``) marked ``both_unknowns``. The fixture
 also sets ``FACESYNC_UNKNOWNS`` for the test, so ``local:`` targets opened by commands (in this process
 or in a child) answer the same way.
 """
@@ -14,6 +15,11 @@ from facesync.local.unknowns import CHOICES, ENV_VAR, LENIENT
 from tests.support.server import start_server
 
 BOTH_UNKNOWNS = "both_unknowns"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--unknowns", choices=CHOICES, default=LENIENT,
+                     help="the variant of tests not marked both_unknowns (default: lenient)")
 
 
 def pytest_configure(config):
@@ -30,7 +36,7 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(autouse=True)
 def unknowns(request, monkeypatch) -> str:
     """"lenient" or "harsh": how the library and servers of this test answer where Baidu is silent."""
-    value = getattr(request, "param", LENIENT)
+    value = getattr(request, "param", None) or request.config.getoption("--unknowns")
     monkeypatch.setenv(ENV_VAR, value)
     return value
 
