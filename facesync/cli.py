@@ -19,7 +19,7 @@ import sys
 import click
 
 from facesync import __version__, logs
-from facesync.errors import EXIT_ERROR, FacesyncError
+from facesync.errors import EXIT_ERROR, EXIT_INTERRUPTED, FacesyncError
 
 # command name -> module in facesync.commands that defines ``command`` (a click.Command)
 COMMANDS = ("validate", "validate-changed", "plan", "apply", "show", "export", "snapshot", "doctor", "serve",
@@ -124,15 +124,19 @@ def main(argv: list[str] | None = None) -> None:
     except FacesyncError as error:
         click.echo(f"Error: {logs.redact(str(error))}", err=True)
         code = error.exit_code
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        code = EXIT_ERROR
+    except click.exceptions.Abort as error:
+        if isinstance(error.__cause__ or error.__context__, KeyboardInterrupt):  # click's word for Ctrl-C
+            click.echo("Interrupted.", err=True)
+            code = EXIT_INTERRUPTED
+        else:
+            click.echo("Aborted.", err=True)
+            code = EXIT_ERROR
     except click.ClickException as error:
         error.show()
         code = EXIT_ERROR  # not click's 2: exit 2 means "changes present" here
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
-        code = 130
+        code = EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001 - a bug: say so plainly; the traceback only on request
         if verbose:
             import traceback

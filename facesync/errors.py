@@ -11,6 +11,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2  # plan --detailed-exitcode: changes present
 EXIT_UNSAFE = 3  # the plan is refused by a safety check; --force overrides
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
 class FacesyncError(Exception):

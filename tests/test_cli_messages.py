@@ -122,3 +122,33 @@ def test_counts_agree_with_their_number(tmp_path):
     assert "Exported 1 group, 1 user, 1 face." in exported.stderr
     everything = validated.stdout + applied.stdout + applied.stderr + exported.stdout + exported.stderr
     assert "(s)" not in everything and not any(f"1 {noun}s" in everything for noun in ("group", "user", "face"))
+
+
+def test_ctrl_c_exits_130_saying_interrupted(tmp_path):
+    """Ctrl-C while facesync waits on a server that never answers: exit 130, "Interrupted.", no traceback."""
+    import signal
+    import socket
+    import time
+
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    try:
+        manifest = tmp_path / "faceset.yaml"
+        manifest.write_text("version: 1\ngroups:\n  g:\n    users: {}\n")
+        env = {**os.environ, "BAIDU_API_KEY": "k", "BAIDU_SECRET_KEY": "s",
+               "FACESYNC_CACHE_DIR": str(tmp_path / "cache")}
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        process = subprocess.Popen([sys.executable, "-m", "facesync", "plan", str(manifest), "--target", url],
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        conn = None
+        silent.settimeout(30)
+        conn, _ = silent.accept()  # facesync is now waiting for its token
+        time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 130, err
+        assert "Interrupted." in err
+        assert "Traceback" not in err
+    finally:
+        if conn is not None:
+            conn.close()
+        silent.close()
