@@ -49,7 +49,7 @@ from facesync import progress as progress_bars
 from facesync.api.errors import NotFoundError
 from facesync.api.protocol import FaceLibrary, iter_group_ids, iter_user_ids
 from facesync.errors import ConfigError
-from facesync.model import is_lock_group
+from facesync.model import is_own_group
 from facesync.refresh import GROUP_MISSING, read_faces, read_memberships
 from facesync.words import counted
 
@@ -104,7 +104,7 @@ def utc_now() -> str:
 
 def library_groups(library: FaceLibrary, groups: Sequence[str] = ()) -> list[str]:
     """The group ids to read, in library order: ``groups`` (each must exist) or every group."""
-    existing = [group_id for group_id in iter_group_ids(library) if not is_lock_group(group_id)]
+    existing = [group_id for group_id in iter_group_ids(library) if not is_own_group(group_id)]
     if not groups:
         return existing
     missing = sorted(set(groups) - set(existing))

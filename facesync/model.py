@@ -162,3 +162,13 @@ def stage_group_id(group_id: str) -> str:
 
 def is_stage_group(group_id: str) -> bool:
     return group_id.startswith(STAGE_GROUP_PREFIX)
+
+
+# The prefix both kinds share: a manifest may name no group under it, so that neither a lock group nor a
+# staging group can ever be a manifest's group, and a plan's delete of one is facesync's own clean-up.
+OWN_GROUP_PREFIX = "_facesync_"
+
+
+def is_own_group(group_id: str) -> bool:
+    """A group facesync makes for itself (the lock, staging), never user data."""
+    return group_id.startswith(OWN_GROUP_PREFIX)

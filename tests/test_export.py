@@ -250,3 +250,26 @@ def test_export_group_fragment_and_user_refusals(tmp_path):
             message = "has other faces or user_info"
         assert refused.returncode == 1 and message in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr
+
+
+def test_export_leaves_out_facesync_s_own_groups(tmp_path):
+    """A staging group left by an interrupted apply is facesync's, not data to adopt: the manifest could not
+    even name it."""
+    from facesync.model import STAGE_GROUP_PREFIX
+
+    db = str(tmp_path / "lib.db")
+    lib = LocalLibrary(db)
+    try:
+        for group_id in ("staff", STAGE_GROUP_PREFIX + "staff"):
+            lib.group_add(group_id)
+            lib.user_add(group_id, "alice", Image.from_bytes(png(7)), user_info="Alice")
+        out = io.StringIO()
+        stats = export_manifest(lib, out, target=f"local:{db}", concurrency=2, window=5)
+    finally:
+        lib.close()
+    assert stats.groups == 1
+    exported = yaml.safe_load(out.getvalue())
+    assert list(exported["groups"]) == ["staff"]
+    path = tmp_path / "exported.yaml"
+    path.write_text(out.getvalue())
+    manifest.load(str(path))  # valid as written

@@ -25,7 +25,7 @@ from facesync.lock import (
     read_lock_groups,
 )
 from facesync.manifest import load
-from facesync.model import LOCK_GROUP_PREFIX, is_lock_group
+from facesync.model import LOCK_GROUP_PREFIX, STAGE_GROUP_PREFIX, is_lock_group
 from facesync.targets import parse_target
 
 pytestmark = pytest.mark.both_unknowns  # the lock never relies on an undocumented answer
@@ -67,8 +67,9 @@ def test_lock_group_ids_carry_holder_and_expiry_within_the_group_id_rules():
     assert not is_lock_group("staff") and not is_lock_group("facesync_lock")
 
 
-@pytest.mark.parametrize("group_id", [LOCK_GROUP_PREFIX, LOCK_GROUP_PREFIX + "_hr1_abc_1_host", LOCK_GROUP_PREFIX + "2"])
-def test_the_manifest_may_not_name_a_lock_group(tmp_path, group_id):
+@pytest.mark.parametrize("group_id", [LOCK_GROUP_PREFIX, LOCK_GROUP_PREFIX + "_hr1_abc_1_host", LOCK_GROUP_PREFIX + "2",
+                                      STAGE_GROUP_PREFIX + "staff", "_facesync_other"])
+def test_the_manifest_may_not_name_a_lock_or_staging_group(tmp_path, group_id):
     (tmp_path / "faceset.yaml").write_text(f"version: 1\ngroups:\n  {group_id}: {{}}\n")
     with pytest.raises(ManifestError) as refused:
         load(str(tmp_path / "faceset.yaml"))

@@ -21,7 +21,14 @@ from facesync.api.protocol import (
 )
 from facesync.manifest.diagnostics import Diagnostic, error, warning
 from facesync.manifest.loader import format_path
-from facesync.model import LOCK_GROUP_PREFIX, DesiredImage, Origin, is_lock_group
+from facesync.model import (
+    LOCK_GROUP_PREFIX,
+    OWN_GROUP_PREFIX,
+    STAGE_GROUP_PREFIX,
+    DesiredImage,
+    Origin,
+    is_own_group,
+)
 
 _ID = re.compile(r"[A-Za-z0-9_]+")
 
@@ -63,9 +70,10 @@ def group_id_problems(group_id: str, origin: Origin, path: str) -> list[Diagnost
     size = len(group_id.encode())
     if size > GROUP_ID_MAX_BYTES:
         return [error(origin, path, f"group_id {group_id!r} is {size} bytes long; the limit is {GROUP_ID_MAX_BYTES}")]
-    if is_lock_group(group_id):
-        return [error(origin, path, f"group_id {group_id!r} is reserved for facesync's apply lock",
-                      f"ids starting with '{LOCK_GROUP_PREFIX}' are reserved: choose another name")]
+    if is_own_group(group_id):
+        return [error(origin, path, f"group_id {group_id!r} is reserved for facesync's own groups",
+                      f"ids starting with '{OWN_GROUP_PREFIX}' (the apply lock's '{LOCK_GROUP_PREFIX}...', the"
+                      f" staging groups' '{STAGE_GROUP_PREFIX}...') are reserved: choose another name")]
     return []
 
 
