@@ -139,6 +139,16 @@ def test_validate_check_faces_warns_at_file_line_and_strict_makes_errors(tmp_pat
         ("error", 10), ("error", 12), ("error", 14)]
 
 
+def test_a_photo_shared_by_two_groups_is_reported_once_at_its_line(tmp_path):
+    manifest = folder_with(tmp_path, "version: 1\ngroups:\n  staff: {users: {}}\n  night: {users: {}}\n"
+                                     "people:\n  judy:\n    groups: [staff, night]\n"
+                                     "    images: [faces/cup.jpg, faces/judy.jpg]\n",
+                           {"cup.jpg": "no_face.jpg", "judy.jpg": "face_a.jpg"})
+    found, stats = check_desired(load(str(manifest)).desired, cache_directory=tmp_path / "cache")
+    assert stats.images == 2
+    assert [(d.line, d.message) for d in found] == [(8, "faces/cup.jpg: no face found")]
+
+
 def test_second_check_scans_nothing_and_reads_no_image(tmp_path):
     manifest = folder_with(tmp_path, MANIFEST, PHOTOS_OF_MANIFEST)
     cache = tmp_path / "cache"

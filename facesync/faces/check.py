@@ -57,16 +57,17 @@ def check_desired(desired: Desired, *, strict: bool = False, workers: int | None
         cache.close()
         hashes.close()
     report = error if strict else warning
-    diagnostics: dict[Diagnostic, None] = {}
+    diagnostics: dict[tuple, Diagnostic] = {}  # one per place in the manifest, not one per group it feeds
     for (group_id, user), image in places:
         scan = scans.get(image.path)
         if scan is None:
             continue  # the file went away since the manifest was read: the next load says so
         where = image.origin or user.origin or Origin(desired.manifest_path, 1, 1)
         for finding in findings(scan):
-            diagnostics[report(where, f"groups.{group_id}.users.{user.user_id}",
-                               f"{image.source}: {finding.message}", finding.hint)] = None
-    return tuple(diagnostics), CheckStats(len(paths), scanned)
+            diagnostics.setdefault((where, image.source, finding.problem), report(
+                where, f"groups.{group_id}.users.{user.user_id}", f"{image.source}: {finding.message}",
+                finding.hint))
+    return tuple(diagnostics.values()), CheckStats(len(paths), scanned)
 
 
 def check_manifest(path: str, *, strict: bool = False, groups: tuple[str, ...] = (), users: tuple[str, ...] = ()
