@@ -99,7 +99,7 @@ def test_kill_9_at_random_moments_then_apply_converges_and_deletes_only_planned(
         process.communicate(timeout=60)
     assert kills >= 1  # at least one round really died mid-way
 
-    final = run_apply(server, manifest, "--force", "--break-lock")
+    final = run_apply(server, manifest, "--yes", "--force", "--break-lock")
     assert final.returncode == 0, final.stdout + final.stderr
     again = run_apply(server, manifest)
     assert again.returncode == 0 and "No changes" in again.stdout, again.stdout + again.stderr
