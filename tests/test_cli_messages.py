@@ -152,3 +152,26 @@ def test_ctrl_c_exits_130_saying_interrupted(tmp_path):
         if conn is not None:
             conn.close()
         silent.close()
+
+
+def test_one_photo_on_two_users_of_a_group_is_warned_and_its_failure_says_what_to_do(tmp_path):
+    from tests.support.images import png
+
+    (tmp_path / "a.png").write_bytes(png(1))
+    (tmp_path / "b.png").write_bytes(png(2))
+    manifest = tmp_path / "faceset.yaml"
+    manifest.write_text("version: 1\ngroups:\n  staff:\n    users:\n      alice:\n        images: [a.png]\n"
+                        "      bob:\n        images:\n          - b.png\n          - a.png\n")
+    library = f"local:{tmp_path / 'l.db'}"
+
+    validated = facesync("validate", "faceset.yaml", cwd=tmp_path)
+    runs = [facesync("apply", str(manifest), "--yes", "--target", library, cwd=tmp_path, FACESYNC_UNKNOWNS="harsh")
+            for _ in range(2)]
+
+    assert validated.returncode == 0, validated.stderr
+    assert ("faceset.yaml:10:13: warning: image 'a.png' is listed for users 'alice' (faceset.yaml:6:18) and 'bob' "
+            "of group 'staff': Baidu may refuse the same face on two users of one group") in validated.stderr
+    for run in runs:  # harsh: refused on every run, so "run apply again" would be no advice at all
+        assert run.returncode == 1 and "223105" in run.stderr, run.stdout + run.stderr
+        assert "hint: running apply again fails the same way" in run.stderr
+        assert "run apply again: done work is not redone" not in run.stderr

@@ -4,7 +4,8 @@ Ids follow the API's rules (charset, byte lengths, the reserved lock group); one
 user_info everywhere; a user appears once per group with at most 20 faces (Baidu refuses the 21st).
 A user_id is held to 48 bytes although user/add takes 128: every other endpoint (update, get, copy,
 delete) takes only 48, so a longer user could be created but never managed. Warnings flag what works
-but is probably a mistake: groups with no users (prune would empty them).
+but is probably a mistake: groups with no users (prune would empty them), and one photo on two users of a
+group (Baidu may refuse the second add with 223105, "face is already exist", on every run).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from facesync.model import (
     Origin,
     is_own_group,
 )
+from facesync.words import counted
 
 _ID = re.compile(r"[A-Za-z0-9_]+")
 
@@ -120,6 +122,8 @@ def entry_problems(entries: Iterable[Entry], groups: dict[str, GroupDecl], *, gr
     seen: dict[tuple[str, str], Entry] = {}
     info_of: dict[str, Entry] = {}
     populated: set[str] = set()
+    first_of: dict[tuple[str, str], tuple[Entry, DesiredImage]] = {}  # (group, image) -> its first user
+    shared: dict[tuple[str, str], list] = {}  # (group, image) -> [second user, its image, users listing it]
     for entry in entries:
         if entry.group_id not in groups:
             if not groups_known:
@@ -149,10 +153,32 @@ def entry_problems(entries: Iterable[Entry], groups: dict[str, GroupDecl], *, gr
                                f"user '{entry.user_id}' has {len(entry.images)} faces; Baidu accepts at most "
                                f"{MAX_FACES_PER_USER} per user in a group",
                                f"keep the best {MAX_FACES_PER_USER}"))
+        for image in entry.images:
+            face_key = (entry.group_id, image.sha256 or image.path or f"{image.kind.value}:{image.source}")
+            if first_of.setdefault(face_key, (entry, image))[0] is not entry:
+                shared.setdefault(face_key, [entry, image, 1])[2] += 1
+    found.extend(_shared_face_warnings(first_of, shared))
     for group in groups.values() if warn_empty else ():
         if group.group_id not in populated:
             found.append(warning(group.origin, group.path, f"group '{group.group_id}' has no users",
                                  "with prune on, apply removes every user the library has in it"))
+    return found
+
+
+def _shared_face_warnings(first_of: dict[tuple[str, str], tuple[Entry, DesiredImage]],
+                          shared: dict[tuple[str, str], list]) -> list[Diagnostic]:
+    """One warning per photo listed for several users of a group, at its second listing (a placeholder
+    photo on thousands of users is one mistake, not thousands)."""
+    found = []
+    for key, (second, image, users) in shared.items():
+        first, first_image = first_of[key]
+        others = f" and {counted(users - 2, 'other user')}" if users > 2 else ""
+        found.append(warning(image.origin or second.origin, second.path,
+                             f"image {image.source!r} is listed for users '{first.user_id}' "
+                             f"({first_image.origin or first.origin}) and '{second.user_id}'{others} of group "
+                             f"'{key[0]}': Baidu may refuse the same face on two users of one group",
+                             "keep each photo on one user per group; if Baidu refuses it (223105), "
+                             "apply fails the same way on every run until only one user lists it"))
     return found
 
 
