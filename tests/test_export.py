@@ -114,6 +114,11 @@ def test_export_group_filter_header_and_atomic_file_through_the_cli(tmp_path):
     to_stdout = _facesync(["export", "--target", f"local:{db}", "--group", "true"], env=env, timeout=60)
     assert to_stdout.returncode == 0
     assert list(yaml.safe_load(to_stdout.stdout)["groups"]) == ["true"]
+    dash = _facesync(["export", "--target", f"local:{db}", "--group", "true", "-o", "-"], env=env, timeout=60,
+                     cwd=tmp_path)
+    assert dash.returncode == 0, dash.stderr
+    assert list(yaml.safe_load(dash.stdout)["groups"]) == ["true"]  # - is stdout, as everywhere
+    assert not (tmp_path / "-").exists() and " to -" not in dash.stderr
 
     with plan_manifest(str(out), target=f"local:{db}") as run:
         assert run.plan.empty

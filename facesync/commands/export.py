@@ -1,7 +1,8 @@
 """``facesync export``: write a manifest of what the library holds (see facesync/export.py for the format).
 
-Without ``--out`` the manifest streams to stdout; with it, the file is written atomically (a temporary
-file in the same folder, then a rename), so an interrupted export never leaves a partial manifest.
+Without ``--out`` (or with ``--out -``, as in most command-line tools) the manifest streams to stdout;
+into a file it is written atomically (a temporary file in the same folder, then a rename), so an
+interrupted export never leaves a partial manifest.
 A ``local:PATH`` target that does not exist is refused rather than created empty.
 ``--user GROUP/USER`` (or ``--fragment``) writes a fragment for ``include:`` instead of a whole manifest.
 """
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 @click.option("--fragment", is_flag=True,
               help="Write a fragment for a manifest's include: (no version:, no target:); implied by --user.")
 @click.option("--out", "-o", "out", metavar="FILE", type=click.Path(dir_okay=False), default=None,
-              help="Write the manifest to FILE (atomically) instead of stdout.")
+              help="Write the manifest to FILE (atomically) instead of stdout; - means stdout.")
 @qps_option
 @concurrency_option
 def command(target: str | None, groups: tuple[str, ...], users: tuple[str, ...], fragment: bool,
@@ -49,6 +50,8 @@ def command(target: str | None, groups: tuple[str, ...], users: tuple[str, ...],
       facesync plan faceset.yaml                       # No changes.
       facesync export --user staff/alice --user staff/bob -o adopted.yaml   # then include: [adopted.yaml]
     """
+    if out == "-":
+        out = None
     spec = choose_target(target)
     library = open_target(spec, qps=qps, concurrency=concurrency, if_missing=ERROR)
     def export(handle):
