@@ -438,7 +438,7 @@ def plan_snapshot(desired: Desired, snapshot: Snapshot, snapshot_path: str, *, c
     if offline.unresolved:
         shown = ", ".join(image.source for image in offline.unresolved[:5])
         more = f" and {len(offline.unresolved) - 5} more" if len(offline.unresolved) > 5 else ""
-        notes.append(f"{counted(len(offline.unresolved), 'image')} unknown to the snapshot are planned as new faces: "
+        notes.append(f"new faces planned for {counted(len(offline.unresolved), 'image')} unknown to the snapshot: "
                      f"{shown}{more}")
     plan = replace(plan, operations=tuple(_without_stand_ins(op) for op in plan.operations), notes=tuple(notes))
     plan = finish_plan(plan, offline.desired, cache)

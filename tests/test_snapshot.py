@@ -151,6 +151,9 @@ def test_unknown_image_is_planned_as_new_and_the_plan_applies(world, monkeypatch
     assert all(op.face.face_token is None for op in adds)  # unknown offline: an upload
     assert any("faces/c3.png" in note and "new faces" in note for note in result.plan.notes)
     assert [image.source for image in result.unresolved] == ["faces/c3.png"]
+    shown = _facesync(["plan", world["manifest"], "--live", path], timeout=120, env=dict(os.environ))
+    assert shown.returncode == 0, shown.stderr
+    assert "new faces planned for 1 image unknown to the snapshot: faces/c3.png" in shown.stdout + shown.stderr
 
     plan_path = world["dir"] / "plan.json"
     planfile.write_plan(result.plan, plan_path)
