@@ -57,6 +57,7 @@ def test_an_unreachable_target_is_one_error_with_a_hint_and_retries_only_at_v(tm
     assert len(lines) == 2, plain.stderr
     assert lines[0].startswith("Error: ") and "http://127.0.0.1:9" in lines[0] and "Connection refused" in lines[0]
     assert lines[1].startswith("  hint: check the URL") and "facesync serve" in lines[1] and "PROXY" in lines[1]
+    assert "(--target or FACESYNC_TARGET)" in lines[1] and "manifest" not in lines[1]  # it cannot name a server
     assert "retry" not in plain.stderr and "retry 1" in detailed.stderr
 
 
@@ -175,3 +176,4 @@ def test_one_photo_on_two_users_of_a_group_is_warned_and_its_failure_says_what_t
         assert run.returncode == 1 and "223105" in run.stderr, run.stdout + run.stderr
         assert "hint: running apply again fails the same way" in run.stderr
         assert "run apply again: done work is not redone" not in run.stderr
+

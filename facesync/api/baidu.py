@@ -164,9 +164,11 @@ class _Token:
 def unreachable_hint(base_url: str) -> str:
     from facesync.targets import BAIDU_URL
 
-    hint = f"check the URL {base_url} (--target, FACESYNC_TARGET or the manifest's target:)"
-    if not base_url.startswith(BAIDU_URL):
-        hint += "; for a local server, start it with `facesync serve`"
+    if base_url.startswith(BAIDU_URL):  # the only server a manifest's target: may name (as baidu)
+        hint = f"check the URL {base_url} (--target, FACESYNC_TARGET or the manifest's target: baidu)"
+    else:
+        hint = f"check the URL {base_url} (--target or FACESYNC_TARGET); for a local server, start it with " \
+               "`facesync serve`"
     return hint + "; behind a proxy, check HTTPS_PROXY, HTTP_PROXY and NO_PROXY"
 
 
