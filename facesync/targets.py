@@ -74,9 +74,8 @@ def parse_target(text: str) -> TargetSpec:
 
 def choose_target(flag: str | None, manifest_target: str | None = None) -> TargetSpec:
     """The target in force, by the documented order of precedence."""
-    for text in (flag, os.environ.get("FACESYNC_TARGET")):
-        if text:
-            return parse_target(text)
+    if chosen_outside_manifest(flag):
+        return parse_target(flag or os.environ["FACESYNC_TARGET"])
     if manifest_target:
         return _manifest_target(manifest_target)
     default = parse_target(DEFAULT_TARGET)
@@ -84,6 +83,11 @@ def choose_target(flag: str | None, manifest_target: str | None = None) -> Targe
     level = logging.INFO if os.path.exists(default.location) else logging.WARNING
     log.log(level, "no target given: using the embedded local library %s", DEFAULT_TARGET)
     return default
+
+
+def chosen_outside_manifest(flag: str | None) -> bool:
+    """True when --target or FACESYNC_TARGET names the target, so the manifest's is not used."""
+    return bool(flag or os.environ.get("FACESYNC_TARGET"))
 
 
 def _manifest_target(text: str) -> TargetSpec:

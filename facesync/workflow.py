@@ -27,7 +27,14 @@ from facesync.plan.planner import make_plan, narrow, user_info_to_read
 from facesync.plan.uploads import pin
 from facesync.refresh import read_user_info, refresh
 from facesync.resolve import ResolveStats, resolve_images
-from facesync.targets import EMPTY, REMOTE_DEFAULT_QPS, TargetSpec, choose_target, open_target
+from facesync.targets import (
+    EMPTY,
+    REMOTE_DEFAULT_QPS,
+    TargetSpec,
+    choose_target,
+    chosen_outside_manifest,
+    open_target,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -59,9 +66,12 @@ class PlannedRun:
         self.close()
 
 
-def load_desired(manifest_path: str, *, groups: tuple[str, ...] = (), users: tuple[str, ...] = ()
-                 ) -> tuple[Desired, tuple]:
+def load_desired(manifest_path: str, *, groups: tuple[str, ...] = (), users: tuple[str, ...] = (),
+                 opens_target: bool = False, target: str | None = None) -> tuple[Desired, tuple]:
     """The manifest, checked (``ManifestError`` on any error) and narrowed; its warnings are logged.
+
+    ``opens_target``: the caller goes on to ``choose_target(target, desired.target)``, whose refusal of a
+    server the manifest names is then the error; it is not logged as a warning too.
 
     Files are not hashed here: resolve hashes only the images the diff needs, through the cache.
     """
@@ -70,8 +80,11 @@ def load_desired(manifest_path: str, *, groups: tuple[str, ...] = (), users: tup
         loaded = manifest.load(manifest_path, hash_images=False, known_file=hashes.known)
     finally:
         hashes.close()
-    if loaded.warnings:
-        log.warning("%s", manifest.render_diagnostics(loaded.warnings, "text").rstrip(),
+    shown = loaded.warnings
+    if opens_target and not chosen_outside_manifest(target):
+        shown = tuple(d for d in shown if d.path != "target")
+    if shown:
+        log.warning("%s", manifest.render_diagnostics(shown, "text").rstrip(),
                     extra={"labelled": True})  # each line says "warning:" itself
     check_filters(loaded.desired, groups, users)
     desired = narrow(loaded.desired, set(groups) if groups else None, set(users) if users else None)
@@ -213,7 +226,7 @@ def plan_manifest(manifest_path: str, *, target: str | None = None, qps: float |
                   concurrency: int = 8, groups: tuple[str, ...] = (), users: tuple[str, ...] = (),
                   force: bool = False, progress: bool | None = None) -> PlannedRun:
     """Everything ``facesync plan`` does before rendering; the caller closes the returned run."""
-    desired, warnings = load_desired(manifest_path, groups=groups, users=users)
+    desired, warnings = load_desired(manifest_path, groups=groups, users=users, opens_target=True, target=target)
     spec = choose_target(target, desired.target)
     library = open_target(spec, qps=qps, concurrency=concurrency, if_missing=EMPTY)
     cache = None

@@ -177,3 +177,19 @@ def test_one_photo_on_two_users_of_a_group_is_warned_and_its_failure_says_what_t
         assert "hint: running apply again fails the same way" in run.stderr
         assert "run apply again: done work is not redone" not in run.stderr
 
+
+def test_a_server_named_by_the_manifest_is_refused_in_one_message(tmp_path):
+    manifest = tmp_path / "faceset.yaml"
+    manifest.write_text(QUICKSTART.read_text().replace("version: 1\n", "version: 1\ntarget: http://127.0.0.1:9\n"))
+    for faces in (QUICKSTART.parent / "faces").iterdir():
+        (tmp_path / "faces").mkdir(exist_ok=True)
+        (tmp_path / "faces" / faces.name).write_bytes(faces.read_bytes())
+
+    planned = facesync("plan", str(manifest), cwd=tmp_path)
+    applied = facesync("apply", str(manifest), "--yes", cwd=tmp_path)
+    validated = facesync("validate", str(manifest), cwd=tmp_path)
+
+    for refused in (planned, applied):
+        assert refused.returncode == 1 and refused.stderr.count("the manifest names the target") == 1, refused.stderr
+        assert refused.stderr.startswith("Error: the manifest names the target http://127.0.0.1:9")
+    assert validated.returncode == 0 and "warning: the manifest names the target" in validated.stderr

@@ -148,7 +148,7 @@ def _apply_manifest(path: str, target: str | None, qps: float | None, groups: tu
                     users: tuple[str, ...], options: _Options) -> int:
     from facesync.workflow import close_library, estimate_qps, load_desired, open_cache, plan_desired
 
-    desired, _warnings = load_desired(path, groups=groups, users=users)
+    desired, _warnings = load_desired(path, groups=groups, users=users, opens_target=True, target=target)
     spec = choose_target(target, desired.target)
     library = open_target(spec, qps=qps, concurrency=options.concurrency)
     try:

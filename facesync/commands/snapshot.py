@@ -33,7 +33,7 @@ def command(manifest_path: str | None, target: str | None, out: str, qps: float 
       facesync snapshot faceset.yaml --target baidu --out live.json   # with credentials
       facesync plan faceset.yaml --live live.json                      # later, without any
     """
-    desired = load_desired(manifest_path)[0] if manifest_path else None
+    desired = load_desired(manifest_path, opens_target=True, target=target)[0] if manifest_path else None
     spec = choose_target(target, desired.target if desired is not None else None)
     library = open_target(spec, qps=qps, concurrency=concurrency, if_missing=ERROR)
     try:
