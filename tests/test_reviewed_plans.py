@@ -159,6 +159,33 @@ def test_plan_in_one_checkout_apply_from_a_moved_copy(tmp_path):
     assert set(state) == {"staff", "vip"} and set(state["staff"]) == {"alice", "bob"}
 
 
+def test_a_copy_of_the_checkout_applies_to_its_own_library_not_the_original(tmp_path):
+    first = tmp_path / "first"
+    checkout(first)
+    made = facesync("plan", "deploy/faceset.yaml", "--out", str(tmp_path / "plan.json"), cwd=first,
+                    cache=tmp_path / "c")  # the default target: .facesync/library.db in this checkout
+    assert made.returncode == 0, made.stderr
+    assert json.loads((tmp_path / "plan.json").read_text())["target"] == "local:.facesync/library.db"
+    shown = facesync("show", str(tmp_path / "plan.json"), cwd=first)
+    assert f"Target: local:{first / '.facesync' / 'library.db'} " in shown.stdout  # as plan printed it
+
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+    applied = facesync("apply", str(tmp_path / "plan.json"), cwd=second / "deploy", cache=tmp_path / "c")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert (f"Library: local:{second / '.facesync' / 'library.db'}, the plan's local:.facesync/library.db in "
+            f"{second} (git checkout)") in applied.stderr
+    assert set(library_state(second / ".facesync" / "library.db")["staff"]) == {"alice", "bob"}
+    assert not (first / ".facesync" / "library.db").exists()  # planning created nothing, applying wrote here
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(first)
+    nowhere = facesync("apply", str(tmp_path / "plan.json"), cwd=elsewhere, cache=tmp_path / "c")
+    assert nowhere.returncode == 1 and "faces/alice.png: missing" in nowhere.stderr, nowhere.stderr
+    assert not (elsewhere / ".facesync").exists()  # refused before a library is opened anywhere
+
+
 def test_chdir_names_the_checkout_and_a_plan_without_one_is_refused_naming_each_image(tmp_path):
     repo = tmp_path / "repo"
     checkout(repo, git=False)

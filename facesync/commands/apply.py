@@ -9,7 +9,9 @@ manifest only: a plan file was reviewed already, as with ``terraform apply PLAN`
   manifest's folder in this checkout (``--chdir DIR``, else the git checkout around the working folder,
   else the working folder; stderr says which) and must have the content that was planned, before
   anything is opened; the library it was made for must be the one opened (target: ``--target``,
-  ``FACESYNC_TARGET``, else the plan's own); and every live fact it was planned on must still hold.
+  ``FACESYNC_TARGET``, else the plan's own; a local library saved relative to the folder the plan was
+  made in is the one in this checkout, and stderr says which); and every live fact it was planned on
+  must still hold.
   Otherwise it is refused (exit 1) naming each image or fact. ``--group``/``--user`` cannot narrow a
   reviewed plan and are refused with one.
 - What can be recomputed is not taken from the file (``plan/trust.py``): safety is counted again from
@@ -212,6 +214,7 @@ def _find_files(plan: Plan, chdir: str | None) -> tuple[Plan, Desired | None]:
     from facesync import manifest
     from facesync.cache import FileHashes
     from facesync.checkout import apply_roots
+    from facesync.plan import planfile
     from facesync.plan.uploads import bind, find_checkout
     from facesync.workflow import file_hasher
 
@@ -228,6 +231,14 @@ def _find_files(plan: Plan, chdir: str | None) -> tuple[Plan, Desired | None]:
         plan = bind(plan, found.base, file_hasher(hashes))
     finally:
         hashes.close()
+    library = planfile.local_target_in(plan.target, plan.planned_in, found.root.path)
+    if library is not None:
+        if not found.manifest:
+            raise ConfigError(f"the plan's library {library[1]} is relative to the folder it was made in, and "
+                              "no folder here holds the plan's manifest",
+                              hint="apply in a checkout of that folder (or --chdir DIR), or pass --target")
+        click.echo(f"Library: {library[0]}, the plan's {library[1]} in {found.root.describe()}.", err=True)
+        plan = replace(plan, target=library[0])
     return plan, load(found.manifest) if found.manifest else None
 
 

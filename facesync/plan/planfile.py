@@ -9,7 +9,9 @@ does not take from the file (see ``commands/apply.py`` and ``plan/trust.py``).
 A plan file is portable: an image is saved as its path relative to the manifest's folder (``source``)
 with the sha256 of the bytes that were planned, and ``manifest`` says where that folder is, relative to
 the checkout (or folder) the plan was made in; the only absolute path saved is that checkout's
-(``planned_in``), used only when it still holds the very manifest the plan was made from. Everything
+(``planned_in``), used only when it still holds the very manifest the plan was made from. A ``local:``
+target inside that folder is saved relative to it too, and ``apply`` opens it in the folder whose images
+it uses (a copy of a checkout applies to the copy's library). Everything
 the views show is saved too (notes, the manifest and commit, the names of removed faces), so ``show``
 renders a saved plan exactly as ``plan`` did. Fields derived from others (``summary``, ``calls``, each
 operation's ``index``, ``endpoint`` and ``key``) are there for readers and tools; loading rebuilds the
@@ -92,6 +94,37 @@ def _operation(index: int, op: Operation) -> dict:
     }
 
 
+def portable_target(target: str, planned_in: str) -> str:
+    """A local library inside the folder the plan was made in is saved relative to it, as the manifest
+    is, so that applying in a copy of that folder changes the copy's library (next to the images it
+    uploads), not the original's; any other target is saved as it is."""
+    path = target[len("local:"):] if target.startswith("local:") else ""
+    if not path or not os.path.isabs(path) or not planned_in:
+        return target
+    real, root = os.path.realpath(path), os.path.realpath(planned_in)
+    if os.path.commonpath([real, root]) != root or real == root:
+        return target
+    return "local:" + os.path.relpath(real, root).replace(os.sep, "/")
+
+
+def local_target_in(target: str, planned_in: str, root: str) -> tuple[str, str] | None:
+    """A saved plan's local library inside the folder it was made in, as the library under ``root``,
+    with the plan's relative name for it (None: any other target, which is used as it is)."""
+    relative = portable_target(target, planned_in)
+    path = relative[len("local:"):] if relative.startswith("local:") else ""
+    if not path or os.path.isabs(path):
+        return None
+    return "local:" + os.path.abspath(os.path.join(root, *path.split("/"))), relative
+
+
+def _target_where_planned(target: str, planned_in: str) -> str:
+    """The loaded plan names the library it was made for, as ``plan`` printed it (``show`` renders it)."""
+    path = target[len("local:"):] if target.startswith("local:") else ""
+    if not path or os.path.isabs(path) or not os.path.isabs(planned_in):
+        return target
+    return "local:" + os.path.join(planned_in, *path.split("/"))
+
+
 def to_document(plan: Plan) -> dict:
     """The plan as a JSON-ready dict, checksum included."""
     from facesync.plan.render import summarize  # the summary counts are the human view's
@@ -101,7 +134,7 @@ def to_document(plan: Plan) -> dict:
     document = {
         "format_version": FORMAT_VERSION,
         "facesync_version": __version__,
-        "target": plan.target,
+        "target": portable_target(plan.target, plan.planned_in),
         "manifest_digest": plan.manifest_digest,
         "live_source": plan.live_source,
         "created_at": plan.created_at,
@@ -215,7 +248,7 @@ def from_document(document: dict) -> Plan:
     safety = document["safety"]
     return Plan(
         operations=tuple(_load_operation(op) for op in document["operations"]),
-        target=document["target"],
+        target=_target_where_planned(document["target"], document["planned_in"]),
         manifest_digest=document["manifest_digest"],
         safety=Safety(existing=safety["existing"], deleting=safety["deleting"], max_share=safety["max_share"],
                       threshold_min=safety["threshold_min"], reasons=tuple(safety["reasons"]),
