@@ -11,14 +11,6 @@ sha256 → face_token from the cache, else ``detect`` (the same image always yie
 record the answer. A URL is looked up by the URL, else detected by URL. Each distinct file or URL is
 resolved once, however many users name it. Images that ``detect`` refuses are all reported together,
 each with its manifest file:line and Baidu's code and log_id, before any change is made.
-
-A service whose ``detect`` answers other tokens than ``user/add`` stored (the contract's UNKNOWN table)
-would make every face of every existing user look replaced. So the tokens ``detect`` answers are kept
-back until they are checked: when at least ``MISMATCH_EVIDENCE`` photos of users that exist were
-answered by ``detect``, none from the cache (a warm cache with new photos proves nothing), and not one
-of those tokens is a face the library holds, the plan stops with
-``DetectMismatchError`` and the cache learns nothing from the run (tokens learned from ``user/add``
-answers, which apply records, are the ones to trust there). Fewer photos prove nothing either way.
 """
 
 from __future__ import annotations
@@ -41,7 +33,6 @@ from facesync.words import counted
 log = logging.getLogger(__name__)
 
 MAX_ERRORS_SHOWN = 20
-MISMATCH_EVIDENCE = 3  # photos of existing users answered by detect, none held live: not chance
 
 
 class ImageResolveError(FacesyncError):
@@ -55,20 +46,6 @@ class ImageResolveError(FacesyncError):
         super().__init__(f"{len(problems)} {noun} of the manifest cannot be used:\n{lines}",
                          hint="replace or remove these images in the manifest; nothing was changed")
         self.problems = problems
-
-
-class DetectMismatchError(FacesyncError):
-    """``detect`` answered tokens that match no face the library holds, for photos of users that exist."""
-
-    def __init__(self, photos: int):
-        super().__init__(
-            f"detect answered face_tokens for {counted(photos, 'photo')} of users that exist, and not one of"
-            " them is a face the library holds: this service's detect seems to answer other face_tokens than"
-            " user/add stored, so planning would replace every face of those users",
-            hint="run `facesync doctor --image PHOTO` to check; keep the token cache (FACESYNC_CACHE_DIR) of"
-                 " the machine that applied, or adopt the library with `facesync export` (faces by face_token);"
-                 " nothing was changed and nothing was cached")
-        self.photos = photos
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +91,6 @@ def resolve_images(desired: Desired, live: Live, library: FaceLibrary, cache: To
                 finally:
                     bar.advance()
             answers = dict(zip(wanted, pool.map(one, wanted.values())))
-    if not resolver.cached_tokens:
-        _check_detect_tokens(resolver.detected_tokens(), live)
-    resolver.remember_detected()
     problems = tuple(answer for answer in answers.values() if isinstance(answer, str))
     if problems:
         raise ImageResolveError(problems)
@@ -126,16 +100,6 @@ def resolve_images(desired: Desired, live: Live, library: FaceLibrary, cache: To
              counted(stats.images, "image"), stats.cache_hits, counted(stats.detect_calls, "detect call"),
              counted(stats.bytes_read, "byte"))
     return Resolution(_fill(desired, live, resolved), stats)
-
-
-def _check_detect_tokens(detected: list[str], live: Live) -> None:
-    """Stop when enough detect answers match no live face to show detect and user/add disagree."""
-    if len(detected) < MISMATCH_EVIDENCE:
-        return
-    held = {token for group in live.groups.values() for user in group.users.values()
-            for token in user.face_tokens or ()}
-    if held and held.isdisjoint(detected):
-        raise DetectMismatchError(len(detected))
 
 
 def _live_user_ids(live: Live) -> set[str]:
@@ -190,18 +154,6 @@ class _Resolver:
         self._detects = 0
         self._bytes = 0
         self._hits = 0
-        self._learned: list[tuple[str, str, str]] = []  # (kind, sha256 or URL, token): recorded once checked
-        self.cached_tokens = 0  # images whose token the cache already knew
-
-    def detected_tokens(self) -> list[str]:
-        return [token for _, _, token in self._learned]
-
-    def remember_detected(self) -> None:
-        for kind, key, token in self._learned:
-            if kind == "url":
-                self.cache.record_url(key, token)
-            else:
-                self.cache.record(key, token)
 
     def stats(self, images: int) -> ResolveStats:
         return ResolveStats(images, self._detects, self._bytes, self._hits)
@@ -221,10 +173,10 @@ class _Resolver:
     def _url(self, image: DesiredImage) -> DesiredImage:
         token = self.cache.url_token(image.source)
         if token is not None:
-            self._count(hits=1, cached=1)
+            self._count(hits=1)
             return replace(image, face_token=token)
         token = self._detect(Image.from_url(image.source))
-        self._learn("url", image.source, token)
+        self.cache.record_url(image.source, token)
         return replace(image, face_token=token)
 
     def _file(self, image: DesiredImage) -> DesiredImage:
@@ -243,13 +195,14 @@ class _Resolver:
     def _token_for(self, image: DesiredImage, sha256: str, data: bytes | None) -> DesiredImage:
         token = self.cache.token(sha256)
         if token is not None:
-            self._count(hits=1 if data is None else 0, cached=1)
+            if data is None:
+                self._count(hits=1)
             return replace(image, sha256=sha256, face_token=token)
         if data is None:
             data = self._read(os.path.abspath(image.path or image.source))
             sha256 = hashlib.sha256(data).hexdigest()  # the bytes sent to detect are the truth
         token = self._detect(Image.from_bytes(data))
-        self._learn("file", sha256, token)
+        self.cache.record(sha256, token)
         return replace(image, sha256=sha256, face_token=token)
 
     def _read(self, path: str) -> bytes:
@@ -265,13 +218,8 @@ class _Resolver:
             raise ImageRejectedError(222202, "pic not has face", detection.log_id)
         return detection.faces[0].face_token
 
-    def _learn(self, kind: str, key: str, token: str) -> None:
+    def _count(self, *, detects: int = 0, read: int = 0, hits: int = 0) -> None:
         with self._lock:
-            self._learned.append((kind, key, token))
-
-    def _count(self, *, detects: int = 0, read: int = 0, hits: int = 0, cached: int = 0) -> None:
-        with self._lock:
-            self.cached_tokens += cached
             self._detects += detects
             self._bytes += read
             self._hits += hits

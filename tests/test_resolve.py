@@ -201,36 +201,3 @@ def test_a_quota_error_stops_resolving_and_is_reported_as_it_is(tmp_path):
         resolve(desired, live_with("g", "u"), library, cache, concurrency=1)
     assert library.detects == 1
     library.close()
-
-
-def _cli(server, command: str, manifest: str, cache_dir, *extra: str):
-    import subprocess
-    import sys
-    env = {**server.env(), "FACESYNC_CACHE_DIR": str(cache_dir)}
-    return subprocess.run([sys.executable, "-m", "facesync", command, manifest, *extra], env=env, check=False,
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-
-
-@pytest.mark.parametrize("unknowns", ["lenient", "harsh"])
-def test_a_cold_cache_on_a_service_whose_detect_differs_stops_instead_of_replacing_faces(serve, tmp_path,
-                                                                                            unknowns):
-    import shutil
-    checkout = tmp_path / "checkout"
-    shutil.copytree(os.path.join(os.path.dirname(__file__), "..", "examples", "quickstart"), checkout)
-    manifest = str(checkout / "faceset.yaml")
-    server = serve("--unknowns", unknowns)
-    applied = _cli(server, "apply", manifest, tmp_path / "warm", "--yes")
-    assert applied.returncode == 0, applied.stderr
-
-    cold = _cli(server, "plan", manifest, tmp_path / "cold", "--detailed-exitcode")
-    if unknowns == "harsh":  # detect answers other tokens than user/add stored
-        assert cold.returncode == 1, cold.stdout + cold.stderr
-        assert "not one of them is a face the library holds" in cold.stderr
-        assert "facesync doctor" in cold.stderr
-        assert "to destroy" not in cold.stdout
-        again = _cli(server, "plan", manifest, tmp_path / "cold", "--detailed-exitcode")
-        assert again.returncode == 1, "the refused run taught the cache nothing"
-    else:
-        assert cold.returncode == 0, cold.stdout + cold.stderr
-    warm = _cli(server, "plan", manifest, tmp_path / "warm", "--detailed-exitcode")
-    assert warm.returncode == 0, warm.stdout + warm.stderr
