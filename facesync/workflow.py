@@ -175,8 +175,8 @@ def finish_plan(plan: Plan, desired: Desired, cache: TokenCache | None) -> Plan:
     names = removed_face_names(plan, desired, cache, base)
     notes = plan.notes
     if root is not None and root.changed and root.commit:
-        notes += (f"the manifest's folder has changes not in commit {root.commit[:12]}: this plan is of the "
-                  "files as they are, not as committed",)
+        notes += ((f"the manifest's folder has changes not in commit {root.commit[:12]}: this plan is of the "
+                   "files as they are, not as committed"),)
     return replace(plan, manifest=manifest_rel, planned_in=root.path if root else "",
                    commit=root.commit if root else "", face_names=names, notes=notes)
 

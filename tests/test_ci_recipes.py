@@ -369,7 +369,7 @@ def pip_specs() -> dict[str, str]:
 
 def readme_pre_commit_config() -> dict:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"```yaml\n# \.pre-commit-config\.yaml\n(.*?)```", readme, re.S)
+    block = re.search(r"```yaml\n# \.pre-commit-config\.yaml\n(.*?)```", readme, re.DOTALL)
     assert block, "the README shows a .pre-commit-config.yaml"
     return yaml.safe_load(block.group(1))
 
@@ -378,7 +378,7 @@ def test_every_recipe_installs_the_same_pinned_distribution():
     from packaging.requirements import Requirement
 
     specs = pip_specs()
-    name = re.search(r'^name = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    name = re.search(r'^name = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
     [hook] = [hook for repo in readme_pre_commit_config()["repos"] for hook in repo["hooks"]]
 
     assert set(specs) == {"facesync-plan.yml", "facesync-apply.yml", "facesync-drift.yml", ".gitlab-ci.yml"}

@@ -15,6 +15,7 @@ import logging
 
 import click
 
+from facesync import metrics
 from facesync.commands.options import (
     concurrency_option,
     format_option,
@@ -25,7 +26,6 @@ from facesync.commands.options import (
     use_color,
     user_option,
 )
-from facesync import metrics
 from facesync.errors import EXIT_CHANGES, EXIT_OK, EXIT_UNSAFE, ConfigError
 from facesync.plan import planfile
 from facesync.plan.ops import Plan

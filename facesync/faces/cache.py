@@ -17,8 +17,8 @@ from facesync.cache import _Store, cache_dir
 from facesync.faces.rules import FaceBox, FaceScan
 
 FACES_NAME = "faces.sqlite3"
-_SCHEMA = ("CREATE TABLE IF NOT EXISTS scans (sha256 TEXT NOT NULL, detector TEXT NOT NULL, scan TEXT NOT NULL,"
-           " PRIMARY KEY (sha256, detector))",)
+_SCHEMA = (("CREATE TABLE IF NOT EXISTS scans (sha256 TEXT NOT NULL, detector TEXT NOT NULL, scan TEXT NOT NULL,"
+            " PRIMARY KEY (sha256, detector))"),)
 
 
 class ScanCache:

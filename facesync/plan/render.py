@@ -390,8 +390,8 @@ def render_markdown(plan: Plan, *, max_lines: int = MARKDOWN_MAX_LINES,
     change, room = _fit(parts.change, room, max_lines)
     body: list[str] = []
     if parts.destroy:
-        body += [f"**To destroy: {summary.destroy}**, every one listed first "
-                 f"({_ops(parts.destroy_ops)}):", "", *_fenced(destroy)]
+        body += [(f"**To destroy: {summary.destroy}**, every one listed first "
+                  f"({_ops(parts.destroy_ops)}):"), "", *_fenced(destroy)]
         if len(destroy) < len(parts.destroy):
             left = len(parts.destroy) - len(destroy)
             ops_left = sum(line.ops for line in parts.destroy[len(destroy):])
