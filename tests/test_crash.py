@@ -15,13 +15,14 @@ import time
 import pytest
 
 from facesync.local.store import LocalLibrary
-from facesync.model import is_lock_group
+from facesync.model import LOCK_GROUP_PREFIX, is_lock_group
 from facesync.plan import planfile
 from facesync.plan.ops import OpKind
 from tests.test_apply import seed_library, snapshot, token_of
 from tests.test_apply_faults import remember_seeded, run_apply, served_state, write_manifest
 
 pytestmark = pytest.mark.both_unknowns
+HOLDER_PREFIX = LOCK_GROUP_PREFIX + "_h"  # see facesync/lock.py: _facesync_lock_<state>...
 
 START = {"staff": {f"s{i}": ([i, 100 + i], "old") for i in range(12)},
          "retired": {"r1": ([300], ""), "r2": ([301], "")}}
@@ -120,6 +121,17 @@ def _first_plan(server, manifest, tmp_path):
     return planfile.load_plan(str(out))
 
 
+def wait_for_holder(db: str, timeout: float = 60) -> None:
+    """Until some apply holds the group lock of the library file ``db`` (its holder group exists)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with LocalLibrary(db) as library:
+            if any(group.startswith(HOLDER_PREFIX) for group in library.group_getlist().ids):
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"no apply took the lock of {db} within {timeout} s")
+
+
 def test_two_applies_at_once_never_interleave(serve, tmp_path):
     db = str(tmp_path / "served.db")
     with LocalLibrary(db) as library:
@@ -128,7 +140,7 @@ def test_two_applies_at_once_never_interleave(serve, tmp_path):
     remember_seeded(server, START)
     manifest = write_manifest(tmp_path, WANTED)
     first = started_apply(server, manifest, "--force")
-    time.sleep(0.6)  # the first holds the lock by now (it takes it before reading the library)
+    wait_for_holder(db)  # a second apply started earlier would meet a contender, with another message
     second = started_apply(server, manifest, "--force")
     outputs = [process.communicate(timeout=120) for process in (first, second)]
     codes = [first.returncode, second.returncode]
