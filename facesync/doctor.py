@@ -40,6 +40,7 @@ from facesync.api.errors import (
     FACE_CAP_CODE,
     AuthError,
     FaceApiError,
+    FaceExistsError,
     NotFoundError,
     QpsLimitError,
     QuotaExhaustedError,
@@ -244,7 +245,7 @@ class _Doctor:
                 raise  # nothing more can be observed today, or with these keys
             except FaceApiError as error:
                 why = _code(error)
-                if error.error_code == 223105:  # a varied copy met as a face already there
+                if isinstance(error, FaceExistsError):  # a varied copy met as a face already there
                     why += " (the service takes the varied copies of one photo for one face: pass several photos)"
                 self.note(probe.__name__, f"could not observe: {why}", "not observed", error)
 

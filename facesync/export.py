@@ -46,11 +46,11 @@ from typing import TextIO
 import yaml
 
 from facesync import progress as progress_bars
-from facesync.api.errors import NotFoundError
+from facesync.api.errors import GroupNotFoundError
 from facesync.api.protocol import FaceLibrary, iter_group_ids, iter_user_ids
 from facesync.errors import ConfigError
 from facesync.model import is_own_group
-from facesync.refresh import GROUP_MISSING, read_faces, read_memberships
+from facesync.refresh import read_faces, read_memberships
 from facesync.words import counted
 
 log = logging.getLogger(__name__)
@@ -193,9 +193,7 @@ class _Memberships:
 def _user_ids(library: FaceLibrary, group_id: str) -> Iterator[str]:
     try:
         yield from iter_user_ids(library, group_id)
-    except NotFoundError as error:  # deleted while being read: what was listed stands
-        if error.error_code != GROUP_MISSING:
-            raise
+    except GroupNotFoundError:  # deleted while being read: what was listed stands
         log.warning("group %s was deleted while being read", group_id)
 
 

@@ -56,7 +56,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from facesync.api.errors import AlreadyExistsError, FaceApiError, NotFoundError
+from facesync.api.errors import FaceApiError, GroupExistsError, GroupNotFoundError
 from facesync.api.protocol import GROUP_ID_MAX_BYTES, FaceLibrary, iter_group_ids
 from facesync.errors import ConfigError, LockHeldError
 from facesync.model import LOCK_GROUP_PREFIX, is_lock_group
@@ -390,7 +390,7 @@ class GroupLock:
         self._made.add(group_id)
         try:
             self.library.group_add(group_id)
-        except AlreadyExistsError:
+        except GroupExistsError:
             pass  # the id is unique to this apply: an earlier try whose answer was lost made it
         except FaceApiError:
             if group_id not in set(iter_group_ids(self.library)):  # did the call land before failing?
@@ -400,7 +400,7 @@ class GroupLock:
     def _delete(self, group_id: str) -> None:
         try:
             self.library.group_delete(group_id)
-        except NotFoundError:
+        except GroupNotFoundError:
             pass  # gone already: removed by someone else, or an earlier try whose answer was lost
         self._made.discard(group_id)
 

@@ -28,15 +28,12 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 
 from facesync import progress as progress_bars
-from facesync.api.errors import NotFoundError
+from facesync.api.errors import GroupNotFoundError, UserNotFoundError
 from facesync.api.protocol import ALL_GROUPS, FaceLibrary, iter_group_ids, iter_user_ids
 from facesync.model import Desired, Live, LiveGroup, LiveUser, is_lock_group
 from facesync.words import counted
 
 log = logging.getLogger(__name__)
-
-GROUP_MISSING = 223100
-USER_MISSING = 223103
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,30 +132,24 @@ def _live_users(group_id: str, user_ids: list[str], faces: dict, infos: dict) ->
 def _users_of(library: FaceLibrary, group_id: str) -> list[str] | None:
     try:
         return list(iter_user_ids(library, group_id))
-    except NotFoundError as error:
-        if error.error_code == GROUP_MISSING:
-            return None
-        raise
+    except GroupNotFoundError:
+        return None
 
 
 def read_faces(library: FaceLibrary, group_id: str, user_id: str) -> tuple[str, ...] | None:
     """The user's face_tokens, or None when the user (or its group) is gone: a race, not an error."""
     try:
         return tuple(face.face_token for face in library.face_getlist(group_id, user_id).faces)
-    except NotFoundError as error:
-        if error.error_code in (USER_MISSING, GROUP_MISSING):
-            return None
-        raise
+    except (UserNotFoundError, GroupNotFoundError):
+        return None
 
 
 def read_memberships(library: FaceLibrary, user_id: str) -> dict[str, str] | None:
     """group_id -> user_info of every group the user is in (one user/get @ALL), or None when gone."""
     try:
         record = library.user_get(ALL_GROUPS, user_id)
-    except NotFoundError as error:
-        if error.error_code == USER_MISSING:
-            return None
-        raise
+    except UserNotFoundError:
+        return None
     return {membership.group_id: membership.user_info for membership in record.memberships}
 
 

@@ -67,11 +67,39 @@ class TokenError(AuthError):
 
 
 class NotFoundError(FaceApiError):
-    """A group, user, face or face_token does not exist."""
+    """A group, user, face or face_token does not exist; the subclasses say which."""
+
+
+class GroupNotFoundError(NotFoundError):
+    """223100 (the group), 223111 (a copy's destination group): the group does not exist."""
+
+
+class UserNotFoundError(NotFoundError):
+    """223103: the user is not in the group (or, with ``@ALL``, in no group)."""
+
+
+class FaceNotFoundError(NotFoundError):
+    """223106: the user holds no face with that face_token."""
+
+
+class FaceTokenNotFoundError(NotFoundError):
+    """222209: a face_token given as an image is unknown to the service (not "this user lacks the face")."""
 
 
 class AlreadyExistsError(FaceApiError):
-    """A group, user or face already exists."""
+    """A group, user or face already exists; the subclasses say which."""
+
+
+class GroupExistsError(AlreadyExistsError):
+    """223101: the group already exists."""
+
+
+class UserExistsError(AlreadyExistsError):
+    """223102: the user is already in the group (a copy's destination)."""
+
+
+class FaceExistsError(AlreadyExistsError):
+    """223105: the face is already there (on this user; harsh unknowns: on another user of the group)."""
 
 
 class InvalidInputError(FaceApiError):
@@ -120,22 +148,22 @@ ERROR_CODES: dict[int, tuple[type[FaceApiError], str]] = {
     222206: (RetryableError, "rtse service return fail"),
     222207: (NotFoundError, "match user is not found"),
     222208: (InvalidInputError, "the number of image is incorrect"),
-    222209: (NotFoundError, "face token not exist"),
+    222209: (FaceTokenNotFoundError, "face token not exist"),
     222300: (RetryableError, "add face fail"),
     222301: (RetryableError, "get face fail"),
     222302: (RetryableError, "system error"),
     222303: (RetryableError, "get face fail"),
     222361: (RetryableError, "network not available"),
     **{code: (RetryableError, "system busy") for code in range(222901, 222917)},
-    223100: (NotFoundError, "group is not exist"),
-    223101: (AlreadyExistsError, "group is already exist"),
-    223102: (AlreadyExistsError, "user is already exist"),
-    223103: (NotFoundError, "user is not exist"),
+    223100: (GroupNotFoundError, "group is not exist"),
+    223101: (GroupExistsError, "group is already exist"),
+    223102: (UserExistsError, "user is already exist"),
+    223103: (UserNotFoundError, "user is not exist"),
     223104: (InvalidInputError, "group_list is too large"),
-    223105: (AlreadyExistsError, "face is already exist"),
-    223106: (NotFoundError, "face is not exist"),
+    223105: (FaceExistsError, "face is already exist"),
+    223106: (FaceNotFoundError, "face is not exist"),
     223110: (InvalidInputError, "uid_list is too large"),
-    223111: (NotFoundError, "dst group is not exist"),
+    223111: (GroupNotFoundError, "dst group is not exist"),
     223112: (InvalidInputError, "quality_conf format error"),
     223113: (ImageRejectedError, "face is covered"),
     223114: (ImageRejectedError, "face is fuzzy"),
@@ -175,6 +203,12 @@ HINTS: dict[int, str] = {
     223105: "this face is already on this user",
     223120: "the liveness check refused the photo: use a live photo, or lower liveness_control",
 }
+
+
+def kind_of(error_code: int) -> type[FaceApiError]:
+    """The kind of error ``error_code`` is, for a code kept in a record (a report) rather than raised:
+    ``issubclass(kind_of(code), AuthError)``; unknown codes are a plain ``FaceApiError``."""
+    return ERROR_CODES.get(error_code, (FaceApiError, ""))[0]
 
 
 def error_for(error_code: int, error_msg: str | None = None, log_id: int | None = None) -> FaceApiError:

@@ -31,13 +31,18 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Protocol
 
 from facesync.api.errors import (
-    AlreadyExistsError,
     AnswerLostError,
     AuthError,
     FaceApiError,
+    FaceExistsError,
+    FaceNotFoundError,
+    GroupExistsError,
+    GroupNotFoundError,
     NotFoundError,
     QuotaExhaustedError,
     RetryableError,
+    UserExistsError,
+    UserNotFoundError,
 )
 from facesync.api.protocol import FaceLibrary, Image, iter_group_ids
 from facesync.apply.order import dependencies, subject_of
@@ -50,7 +55,7 @@ from facesync.plan.ops import FaceSource, Operation, OpKind, Plan
 
 log = logging.getLogger(__name__)
 
-_GONE_CODES = frozenset({223100, 223103, 223106})
+_GONE = (GroupNotFoundError, UserNotFoundError, FaceNotFoundError)  # a delete finding its subject gone
 GROUP_WAIT_S = 600.0  # how long a group/add waits for a background delete of the same id to end
 
 
@@ -318,30 +323,26 @@ class _Run:
         if kind is OpKind.COPY_USER:
             try:
                 return DONE, None, self._call("user_copy", op.user_id, op.src_group_id, op.group_id).log_id
-            except AlreadyExistsError as error:
-                _require_code(error, {223102})
+            except UserExistsError as error:
                 return self._confirm_copy(op), None, error.log_id
         if kind is OpKind.DELETE_FACE:
             try:
                 return DONE, None, self._call("face_delete", op.group_id, op.user_id, op.face_token).log_id
-            except NotFoundError as error:
-                _require_code(error, _GONE_CODES)
+            except _GONE as error:
                 if op.face_token in self._faces(op.group_id, op.user_id):
                     raise _NotAsWanted(f"the library says the face is gone but {_where(op)} still has it")
                 return ALREADY, None, error.log_id
         if kind is OpKind.DELETE_USER:
             try:
                 return DONE, None, self._call("user_delete", op.group_id, op.user_id).log_id
-            except NotFoundError as error:
-                _require_code(error, _GONE_CODES)
+            except _GONE as error:
                 if self._faces(op.group_id, op.user_id):
                     raise _NotAsWanted(f"the library says {_where(op)} is gone but it still has faces")
                 return ALREADY, None, error.log_id
         if kind is OpKind.DELETE_GROUP:
             try:
                 return DONE, None, self._call("group_delete", op.group_id).log_id
-            except NotFoundError as error:
-                _require_code(error, {223100})
+            except GroupNotFoundError as error:
                 return ALREADY, None, error.log_id
         raise ValueError(f"unknown operation kind {kind!r}")
 
@@ -350,8 +351,7 @@ class _Run:
         try:
             added = self._call("user_add", op.group_id, op.user_id, image, user_info=op.user_info,
                                quality_control=op.quality_control, liveness_control=op.liveness_control)
-        except AlreadyExistsError as error:
-            _require_code(error, {223105})
+        except FaceExistsError as error:
             # what an earlier user/add answered for these bytes first: detect's token may differ from it
             token = self._cached_token(digest) or (op.face.face_token if op.face else None)
             if not token:
@@ -430,8 +430,7 @@ class _Run:
         while True:
             try:
                 return DONE, None, self._call("group_add", op.group_id).log_id
-            except AlreadyExistsError as error:
-                _require_code(error, {223101})
+            except GroupExistsError as error:
                 if op.group_id in set(iter_group_ids(self.library)):
                     return ALREADY, None, error.log_id
                 last = error
@@ -516,12 +515,6 @@ def _unmatched_face(op: Operation, token: str, error: FaceApiError) -> FaceApiEr
         "user of the group; facesync cannot match faces and stops before deleting any"), error.log_id,
         hint="run `facesync doctor --target ...` to see how this service answers, and keep the token cache "
              "(it learns the stored tokens from user/add answers)")
-
-
-def _require_code(error: FaceApiError, codes: Iterable[int]) -> None:
-    """Only the documented codes mean "already there"; any other such error is a real failure."""
-    if error.error_code not in set(codes):
-        raise error
 
 
 def _where(op: Operation) -> str:

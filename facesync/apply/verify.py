@@ -20,12 +20,12 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from facesync.api.errors import NotFoundError
+from facesync.api.errors import GroupNotFoundError
 from facesync.api.protocol import FaceLibrary, iter_group_ids, iter_user_ids
 from facesync.apply.order import subject_of
 from facesync.apply.results import ALREADY, OpResult
 from facesync.plan.ops import Expect, OpKind, Plan
-from facesync.refresh import GROUP_MISSING, read_faces, read_memberships
+from facesync.refresh import read_faces, read_memberships
 from facesync.words import counted
 
 VERIFY_MODES = ("quick", "full", "off")
@@ -235,7 +235,5 @@ def stale_facts(plan: Plan, library: FaceLibrary, *, concurrency: int = 8) -> tu
 def _user_ids(library: FaceLibrary, group_id: str) -> frozenset[str]:
     try:
         return frozenset(iter_user_ids(library, group_id))
-    except NotFoundError as error:  # deleted since group/getlist
-        if error.error_code != GROUP_MISSING:
-            raise
+    except GroupNotFoundError:  # deleted since group/getlist
         return frozenset()

@@ -38,7 +38,7 @@ import click
 from facesync import apply as executor
 from facesync import metrics
 from facesync import progress as progress_bars
-from facesync.api.errors import FACE_ON_OTHER_USER_CODE
+from facesync.api.errors import AuthError, FaceExistsError, QuotaExhaustedError, kind_of
 from facesync.apply.report import Verification, verification
 from facesync.commands.options import (
     concurrency_option,
@@ -393,11 +393,12 @@ def _say_what_was_verified(checked: Verification, result: executor.ApplyResult) 
 
 def _stop_hint(result: executor.ApplyResult) -> str:
     for failure in result.failures:
-        if failure.error_code in (17, 19):
+        kind = kind_of(failure.error_code or 0)
+        if issubclass(kind, QuotaExhaustedError):
             return "the app's request quota is used up; run apply again once it is renewed"
-        if failure.error_code is not None and failure.error_code in (6, 13, 14, 15, 100, 110, 111):
+        if issubclass(kind, AuthError):
             return "check BAIDU_API_KEY, BAIDU_SECRET_KEY and the app's permissions, then run apply again"
-        if failure.error_code == FACE_ON_OTHER_USER_CODE:
+        if issubclass(kind, FaceExistsError):  # harsh unknowns: the face is on another user of the group
             return ("running apply again fails the same way: if the manifest lists this photo for two users of "
                     "one group (`facesync validate` warns where), keep it on one of them, then run apply")
     return "run apply again: done work is not redone"
