@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timezone
+from enum import IntEnum
 
 from facesync.errors import ConfigError
 from facesync.model import (
@@ -73,10 +74,15 @@ _NO_IMAGES = "user has no images in manifest"
 _STAGE = "keeps faces known only by face_token alive during the update"
 _STAGE_GROUP = "staging group for this apply"
 _STAGE_CALLS = 3  # create the staging group, copy the user into it, delete it
-_NO_CONTROL = "NONE"
 
-# states of a user in one group, for choosing copy sources
-_SYNC, _CONVERGE, _NEW, _OTHER = 0, 1, 2, 3
+
+class _State(IntEnum):
+    """A user's state in one group, for choosing copy sources; the order is the preference among sources."""
+
+    SYNC = 0  # holds exactly the manifest's faces and user_info already
+    CONVERGE = 1  # will hold exactly them once its own operations ran
+    NEW = 2  # not in the group yet: a copy target
+    OTHER = 3  # keeps faces the manifest does not name (no prune): never a copy source
 
 
 def _now() -> str:
@@ -183,7 +189,7 @@ class _Builder:
                 continue
             if live_user is None:
                 if uid in self.multi:
-                    self._remember(uid, order, _NEW, group, user, (), Expect(gid, uid, False))
+                    self._remember(uid, order, _State.NEW, group, user, (), Expect(gid, uid, False))
                 else:
                     self.add_new_user(gid, user)
             else:
@@ -252,7 +258,7 @@ class _Builder:
         extra_set = live_set - wanted_tokens
         exact = group.prune or not extra_set  # ends with exactly the manifest's faces
         if not info_change and (wanted_tokens <= live_set) and (not extra_set or not group.prune):
-            return (_SYNC if exact else _OTHER), (), None
+            return (_State.SYNC if exact else _State.OTHER), (), None
 
         expect = Expect(gid, uid, True, tuple(sorted(live_tokens)), live_user.user_info)
         expects = (expect,)
@@ -279,7 +285,7 @@ class _Builder:
                 self.deleting += 1
                 self.face_deletes.append(Operation(OpKind.DELETE_FACE, gid, uid, face_token=token,
                                                    after=indexes, expects=expects, reason=_EXTRA_FACE))
-            return (_OTHER if extra else (_CONVERGE if exact else _OTHER)), indexes, expect
+            return (_State.OTHER if extra else (_State.CONVERGE if exact else _State.OTHER)), indexes, expect
 
         # the update form: one face replaces all, then the rest are (re-)added
         if group.prune:
@@ -319,7 +325,7 @@ class _Builder:
                 after=after_update, expects=expects, reason=_NEW_FACE)))
         if stage is not None:
             self.stage_after.setdefault(stage, []).extend(indexes)
-        return (_CONVERGE if exact else _OTHER), tuple(indexes), expect
+        return (_State.CONVERGE if exact else _State.OTHER), tuple(indexes), expect
 
     def plan_stage_deletes(self) -> None:
         """Each staging group goes once every re-add that may need its copies is done."""
@@ -340,14 +346,14 @@ class _Builder:
                 signature = (keys, user.user_info, user.quality_control, user.liveness_control)
                 by_signature.setdefault(signature, []).append(entry)
             for signature, same in by_signature.items():
-                news = [entry for entry in same if entry[1] == _NEW]
+                news = [entry for entry in same if entry[1] == _State.NEW]
                 if not news:
                     continue
                 if len(signature[0]) < 2:
                     for entry in news:
                         self.add_new_user(entry[2].group_id, entry[3])
                     continue
-                sources = sorted((entry for entry in same if entry[1] in (_SYNC, _CONVERGE)),
+                sources = sorted((entry for entry in same if entry[1] in (_State.SYNC, _State.CONVERGE)),
                                  key=lambda entry: (entry[1], entry[0]))
                 if sources:
                     source = sources[0]
