@@ -10,7 +10,6 @@ import struct
 import zlib
 
 MAX_BASE64_CHARS = 2 * 1024 * 1024  # "编码后的图片大小不超过2M": the limit is on the encoded text
-MAX_REQUEST_BYTES = 10 * 1024 * 1024
 
 ACCEPTED_FORMATS = ("png", "jpeg", "bmp")
 MIN_IMAGE_BYTES = 32  # no PNG, JPEG or BMP with a picture in it is smaller: shorter is a bare signature

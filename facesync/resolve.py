@@ -64,15 +64,10 @@ class Resolution:
     stats: ResolveStats
 
 
-def resolve(desired: Desired, live: Live, library: FaceLibrary, cache: TokenCache, *,
-            concurrency: int = 8) -> Desired:
-    """``desired`` with face_token (and sha256, for files) filled in where the diff needs them."""
-    return resolve_images(desired, live, library, cache, concurrency=concurrency).desired
-
-
 def resolve_images(desired: Desired, live: Live, library: FaceLibrary, cache: TokenCache, *,
                    concurrency: int = 8, progress: bool | None = None) -> Resolution:
-    """As ``resolve``, with the counts of what it cost; ``progress``: a bar on a terminal (None: if a tty)."""
+    """``desired`` with face_token (and sha256, for files) filled in where the diff needs them, and the
+    counts of what it cost; ``progress``: a bar on a terminal (None: if a tty)."""
     wanted = _images_to_resolve(desired, live)
     resolver = _Resolver(library, cache)
     answers: dict = {}

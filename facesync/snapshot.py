@@ -165,10 +165,6 @@ def to_document(snapshot: Snapshot) -> dict:
     return document
 
 
-def dump_snapshot(snapshot: Snapshot) -> str:
-    return json.dumps(to_document(snapshot), indent=1, ensure_ascii=False) + "\n"
-
-
 def write_snapshot(snapshot: Snapshot, path: str | os.PathLike) -> None:
     """Atomically: ``path`` holds the old file or the whole new one."""
     with atomic_output(str(path), what="snapshot") as handle:

@@ -24,7 +24,7 @@ from facesync.model import (
     Origin,
 )
 from facesync.refresh import refresh
-from facesync.resolve import ImageResolveError, resolve, resolve_images
+from facesync.resolve import ImageResolveError, resolve_images
 from tests.support import images
 from tests.support.server import API_KEY, SECRET_KEY
 
@@ -79,7 +79,7 @@ def test_the_token_is_the_one_user_add_gives(tmp_path, library):
     added = library.user_add("g", "u", Image.from_bytes(data))
     desired = desired_of(DesiredGroup("g", (DesiredUser("u", (file_image(write(tmp_path, "x.png", data)),)),)))
     with TokenCache.in_memory() as cache:
-        resolved = resolve(desired, refresh(library, desired), library, cache)
+        resolved = resolve_images(desired, refresh(library, desired), library, cache).desired
     assert resolved.groups[0].users[0].images[0].face_token == added.face_token
 
 
@@ -127,7 +127,7 @@ def test_cold_and_warm_caches_resolve_alike_and_warm_costs_nothing(tmp_path, ser
     assert warm.desired == cold.desired
 
     with TokenCache.in_memory() as fresh:  # a machine that never saw these images plans the same
-        assert resolve(desired, live, client, fresh) == cold.desired
+        assert resolve_images(desired, live, client, fresh).desired == cold.desired
     client.close()
 
 
@@ -160,7 +160,7 @@ def test_refused_images_are_all_named_with_file_line_and_log_id(tmp_path, librar
     bad = [file_image(write(tmp_path, f"bad{i}.png", images.GIF + bytes([i])), line) for i, line in ((1, 7), (2, 9))]
     desired = desired_of(DesiredGroup("g", (DesiredUser("u", (good, *bad)),)))
     with TokenCache.in_memory() as cache, pytest.raises(ImageResolveError) as caught:
-        resolve(desired, live_with("g", "u"), library, cache)
+        resolve_images(desired, live_with("g", "u"), library, cache)
     text = str(caught.value)
     assert "2 images" in text
     assert "faceset.yaml:7:9: bad1.png" in text and "faceset.yaml:9:9: bad2.png" in text
@@ -173,7 +173,7 @@ def test_a_vanished_file_is_a_clear_error(tmp_path, library):
     image = file_image(str(tmp_path / "gone.png"), 4)
     desired = desired_of(DesiredGroup("g", (DesiredUser("u", (image,)),)))
     with TokenCache.in_memory() as cache, pytest.raises(ImageResolveError, match=r"faceset.yaml:4:9: gone.png cannot be read"):
-        resolve(desired, live_with("g", "u"), library, cache)
+        resolve_images(desired, live_with("g", "u"), library, cache)
 
 
 def test_nothing_live_means_nothing_to_do(tmp_path, library):
@@ -198,6 +198,6 @@ def test_a_quota_error_stops_resolving_and_is_reported_as_it_is(tmp_path):
     desired = desired_of(DesiredGroup("g", (DesiredUser("u", tuple(file_image(p) for p in paths)),)))
     library = _QuotaGone(str(tmp_path / "lib.db"))
     with TokenCache.in_memory() as cache, pytest.raises(QuotaExhaustedError, match="log_id 42"):
-        resolve(desired, live_with("g", "u"), library, cache, concurrency=1)
+        resolve_images(desired, live_with("g", "u"), library, cache, concurrency=1)
     assert library.detects == 1
     library.close()

@@ -285,10 +285,6 @@ class BaiduClient:
         """"<base URL> app <app id>", the app id taken from the access token (so it fetches one)."""
         return f"{self.base_url} app {self._current_token().app_id or self._app_id_shown()}"
 
-    @property
-    def app_id(self) -> str | None:
-        return self._current_token().app_id or self._expected_app_id
-
     def _app_id_shown(self) -> str:
         token = self._token
         return (token.app_id if token else None) or self._expected_app_id or "unknown"

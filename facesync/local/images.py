@@ -16,7 +16,7 @@ import time
 
 import requests
 
-from facesync.images import ACCEPTED_FORMATS, MAX_BASE64_CHARS, sniff_format
+from facesync.images import MAX_BASE64_CHARS, is_accepted
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -43,7 +43,7 @@ def decode_base64_image(text: str) -> bytes:
 
 def check_image_bytes(data: bytes) -> bytes:
     """``data`` when it is a PNG, JPEG or BMP by content; GIF and anything else are refused."""
-    if sniff_format(data, complete=True) not in ACCEPTED_FORMATS:
+    if not is_accepted(data):
         raise ImageProblem(222203, "image is not PNG, JPEG or BMP (a signature without a valid header is not)")
     return data
 
