@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from facesync import apply as executor
+from facesync import apply
 from facesync.api.protocol import Image
 from facesync.apply.order import WRITES
 from facesync.cache import TokenCache
@@ -65,9 +65,9 @@ def plan_for(library, desired: Desired, cache: TokenCache | None = None, *, forc
 
 
 def execute(plan: Plan, library, **options):
-    """``executor.execute`` recording the tokens its adds answer in the library's test cache."""
+    """``apply.execute`` recording the tokens its adds answer in the library's test cache."""
     options.setdefault("cache", tokens_of(library))
-    return executor.execute(plan, library, **options)
+    return apply.execute(plan, library, **options)
 
 
 def snapshot(library, group_ids) -> dict:
@@ -123,7 +123,7 @@ def test_builds_a_new_library_verifies_it_and_records_tokens(library, tmp_path):
     result = execute(plan, library, concurrency=4, cache=cache, on_result=seen.append)
     assert result.ok, (result.failures, result.problems)
     assert result.verified and result.problems == ()
-    assert result.count(executor.DONE) == len(plan.operations) == len(seen)
+    assert result.count(apply.DONE) == len(plan.operations) == len(seen)
     assert snapshot(library, ["staff", "visitors"]) == desired_state(desired)
     assert plan_for(library, desired, cache).empty
     assert cache.token(hashlib.sha256(png(3)).hexdigest()) == token_of(3)
@@ -136,7 +136,7 @@ def test_replaces_faces_make_before_break_and_prunes(library, tmp_path):
         DesiredUser("swap", (image_file(tmp_path, 5), image_file(tmp_path, 6)), "s"),
     )),))
     plan = plan_for(library, desired)
-    deps = executor.dependencies(plan)
+    deps = apply.dependencies(plan)
     for i, op in enumerate(plan.operations):
         if op.kind is OpKind.DELETE_FACE:
             same_user_writes = {j for j, other in enumerate(plan.operations[:i])
@@ -168,7 +168,7 @@ def test_dependencies_add_the_safety_rules_and_only_point_backwards():
         _op(OpKind.DELETE_USER, "g", "old"),  # 7
         _op(OpKind.DELETE_GROUP, "x"),  # 8
     )
-    deps = executor.dependencies(Plan(ops, target="t"))
+    deps = apply.dependencies(Plan(ops, target="t"))
     assert deps[0] == frozenset()
     assert deps[1] == {0}
     assert deps[2] == {0, 1}  # the first write of a user goes alone
@@ -199,7 +199,7 @@ def test_rerunning_a_finished_plan_counts_everything_as_already_done(library, tm
     assert first.ok, (first.failures, first.problems)
     again = execute(plan, library)  # as after kill -9 right before the report was written
     assert again.ok, (again.failures, again.problems)
-    assert again.count(executor.ALREADY) == len(plan.operations)
+    assert again.count(apply.ALREADY) == len(plan.operations)
     assert {r.error_code for r in again.results} == {None}
     assert snapshot(library, ["g", "n", "dead"]) == desired_state(desired)
 
@@ -211,7 +211,7 @@ def test_already_present_face_with_other_user_info_fails_honestly_and_loses_noth
              user_info="new info")
     result = execute(Plan((op,), target=library.identity), library)
     # setting user_info alone takes a user/update, which drops the other faces: that is the planner's job
-    assert result.results[0].outcome == executor.FAILED
+    assert result.results[0].outcome == apply.FAILED
     assert "run apply again" in result.results[0].error_msg
     assert snapshot(library, ["g"]) == {"g": {"u": (tuple(sorted([token_of(1), token_of(2)])), "old info")}}
 
@@ -250,9 +250,9 @@ def test_a_rejected_image_fails_its_op_skips_dependents_and_keeps_old_faces(tmp_
         by_user = {}
         for r in result.results:
             by_user.setdefault((r.operation.group_id, r.operation.user_id), set()).add(r.outcome)
-        assert executor.SKIPPED in by_user[("g", "u")]  # the delete of the old face waited and was skipped
-        assert by_user[("g", "other")] == {executor.DONE}  # independent work finished
-        assert executor.SKIPPED in by_user.get(("copy", "fresh"), {executor.SKIPPED})
+        assert apply.SKIPPED in by_user[("g", "u")]  # the delete of the old face waited and was skipped
+        assert by_user[("g", "other")] == {apply.DONE}  # independent work finished
+        assert apply.SKIPPED in by_user.get(("copy", "fresh"), {apply.SKIPPED})
         state = snapshot(library, ["g"])
         assert state["g"]["u"][0] == tuple(sorted([token_of(1), token_of(2)]))  # keeps its old faces
         assert state["g"]["w"][0] == (token_of(6),)  # a failed user/update changes nothing
@@ -269,7 +269,7 @@ def test_an_unreadable_file_fails_only_its_operation(library, tmp_path):
            _op(OpKind.ADD_FACE, "g", "b", face=FaceSource(ImageKind.FILE, "face5.png",
                                                           path=image_file(tmp_path, 5).path)))
     result = execute(Plan(ops, target=library.identity), library)
-    assert [r.outcome for r in result.results] == [executor.DONE, executor.FAILED, executor.DONE]
+    assert [r.outcome for r in result.results] == [apply.DONE, apply.FAILED, apply.DONE]
     assert "missing.png" in result.results[1].error_msg
 
 
@@ -296,10 +296,10 @@ def test_stale_facts_name_what_moved(library, tmp_path):
     desired = Desired(groups=(DesiredGroup("g", (DesiredUser("u", (image_file(tmp_path, 2),), "b"),
                                                  DesiredUser("v", (image_file(tmp_path, 3),), "c"))),))
     plan = plan_for(library, desired)
-    assert executor.stale_facts(plan, library) == ()
+    assert apply.stale_facts(plan, library) == ()
     library.user_add("g", "u", Image.from_bytes(png(9)))
     library.user_add("g", "v", Image.from_bytes(png(8)))
-    moved = executor.stale_facts(plan, library)
+    moved = apply.stale_facts(plan, library)
     assert any("g/u" in line and token_of(9) in line for line in moved), moved
     assert any("g/v" in line and "not to exist" in line for line in moved), moved
 
@@ -308,11 +308,11 @@ def test_verification_reports_what_differs(library):
     seed_library(library, {"g": {"u": ([1], "")}})
     op = _op(OpKind.ADD_FACE, "g", "u", face=FaceSource(ImageKind.FACE_TOKEN, token_of(1), face_token=token_of(1)),
              expects=(Expect("g", "u", True, (token_of(1),)),))
-    done = executor.OpResult(0, op, executor.DONE, face_token=token_of(1))
+    done = apply.OpResult(0, op, apply.DONE, face_token=token_of(1))
     plan = Plan((op,), target="t")
-    assert executor.verify_results(plan, library, [done], mode="full") == ()
+    assert apply.verify_results(plan, library, [done], mode="full") == ()
     library.user_add("g", "u", Image.from_bytes(png(2)))
-    problems = executor.verify_results(plan, library, [done], mode="full")
+    problems = apply.verify_results(plan, library, [done], mode="full")
     assert problems == (f"user g/u: face {token_of(2)} present, the plan did not want it",)
 
 
@@ -322,11 +322,11 @@ def test_quick_verification_reads_back_only_what_the_answers_leave_in_doubt(libr
              expects=(Expect("g", "u", True, (token_of(1),)),))
     plan = Plan((op,), target="t")
     library.user_add("g", "u", Image.from_bytes(png(2)))  # someone else's change, unseen by the plan
-    clean = executor.OpResult(0, op, executor.DONE, face_token=token_of(1), attempts=1)
-    assert executor.verify_results(plan, library, [clean], mode="quick") == ()  # the answer is proof
-    for doubtful in (executor.OpResult(0, op, executor.ALREADY, face_token=token_of(1), attempts=1),
-                     executor.OpResult(0, op, executor.DONE, face_token=token_of(1), attempts=2)):
-        assert executor.verify_results(plan, library, [doubtful], mode="quick") == (
+    clean = apply.OpResult(0, op, apply.DONE, face_token=token_of(1), attempts=1)
+    assert apply.verify_results(plan, library, [clean], mode="quick") == ()  # the answer is proof
+    for doubtful in (apply.OpResult(0, op, apply.ALREADY, face_token=token_of(1), attempts=1),
+                     apply.OpResult(0, op, apply.DONE, face_token=token_of(1), attempts=2)):
+        assert apply.verify_results(plan, library, [doubtful], mode="quick") == (
             f"user g/u: face {token_of(2)} present, the plan did not want it",)
 
 
@@ -337,7 +337,7 @@ def test_report_lists_every_operation_with_outcome_and_totals(library, tmp_path)
     desired = Desired(groups=(DesiredGroup("g", (DesiredUser("u", (image_file(tmp_path, 1),), "x"),)),))
     plan = plan_for(library, desired)
     result = execute(plan, library)
-    report = executor.report_dict(result, target=library.identity, plan=plan)
+    report = apply.report_dict(result, target=library.identity, plan=plan)
     json.dumps(report)  # serialisable
     assert report["totals"]["done"] == len(plan.operations) == len(report["operations"])
     entry = report["operations"][-1]
@@ -485,7 +485,7 @@ def test_detect_answering_other_tokens_than_user_add_stops_before_any_delete(lib
     result = execute(plan, library)
     assert result.stopped and "facesync doctor" in result.stopped
     assert "another face_token than detect" in result.stopped
-    assert result.results[1].outcome == executor.SKIPPED
+    assert result.results[1].outcome == apply.SKIPPED
     before = {"g": {"u": (tuple(sorted([token_of(1), token_of(2)])), "i")}}
     assert snapshot(library, ["g"]) == before  # nothing deleted
 
@@ -506,9 +506,9 @@ def test_recreating_a_group_waits_for_its_background_delete(tmp_path, unknowns):
         assert [op.kind for op in plan.operations] == [OpKind.CREATE_GROUP, OpKind.ADD_FACE]
 
         stuck = execute(plan, library, group_wait_s=0, sleep=lambda s: None)
-        assert stuck.results[0].outcome == executor.FAILED
+        assert stuck.results[0].outcome == apply.FAILED
         assert "still being deleted in the background" in stuck.results[0].error_msg
-        assert stuck.results[1].outcome == executor.SKIPPED
+        assert stuck.results[1].outcome == apply.SKIPPED
 
         waits = []
         result = execute(plan, library, sleep=lambda s: (waits.append(s), now.__setitem__(0, now[0] + s)))

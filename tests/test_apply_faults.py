@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from facesync import apply as executor
+from facesync import apply
 from facesync.api.baidu import BaiduClient
 from facesync.api.retry import RetryPolicy
 from facesync.cache import TokenCache
@@ -174,8 +174,8 @@ def test_a_user_update_answered_after_the_timeout_is_never_sent_again(serve, tmp
         assert [op.kind.value for op in plan.operations] == ["update_user", "add_face", "add_face"]
         result = execute(plan, client, cache=cache)
         update = result.results[0]
-        assert update.outcome == executor.FAILED and "not sent again" in update.error_msg
-        assert [r.outcome for r in result.results[1:]] == [executor.SKIPPED, executor.SKIPPED]
+        assert update.outcome == apply.FAILED and "not sent again" in update.error_msg
+        assert [r.outcome for r in result.results[1:]] == [apply.SKIPPED, apply.SKIPPED]
         updates = wait_for(lambda: [e for e in server.journal() if e["endpoint"] == "faceset/user/update"])
         assert len(updates) == 1 and updates[0]["executed"]  # the original landed late, and only it
         assert served_state(server, ["g"]) == {"g": {"u": ((token_of(1),), "new")}}  # files still hold 2, 3

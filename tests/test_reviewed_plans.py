@@ -369,7 +369,7 @@ def test_a_re_signed_plan_cannot_read_outside_its_folder(tmp_path, source):
 
 
 def test_the_executor_uploads_only_the_reviewed_bytes(library, tmp_path):
-    from facesync import apply as executor
+    from facesync import apply
     from facesync.model import ImageKind
     from facesync.plan.ops import FaceSource, Operation, OpKind, Plan
 
@@ -380,8 +380,8 @@ def test_the_executor_uploads_only_the_reviewed_bytes(library, tmp_path):
     plan = Plan((Operation(OpKind.CREATE_GROUP, "g"), Operation(OpKind.ADD_FACE, "g", "bob", face=face, after=(0,))),
                 target=library.identity)
     photo.write_bytes(images.png(3))  # changed between the checks and the upload
-    result = executor.execute(plan, library)
-    assert [r.outcome for r in result.results] == [executor.DONE, executor.FAILED]
+    result = apply.execute(plan, library)
+    assert [r.outcome for r in result.results] == [apply.DONE, apply.FAILED]
     assert "bob.png changed after the plan was made" in result.results[1].error_msg
     assert library.group_getusers("g").ids == ()
 

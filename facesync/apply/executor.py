@@ -59,7 +59,10 @@ _GONE = (GroupNotFoundError, UserNotFoundError, FaceNotFoundError)  # a delete f
 GROUP_WAIT_S = 600.0  # how long a group/add waits for a background delete of the same id to end
 
 
-class TokenCache(Protocol):
+class UploadTokens(Protocol):
+    """What the executor needs of a token cache (``facesync.cache.TokenCache`` is one): the face_token
+    user/add answered for an uploaded file, remembered and looked up by the file's sha256."""
+
     def record_upload(self, path: str, sha256: str, face_token: str) -> None: ...
 
     def token(self, sha256: str) -> str | None: ...
@@ -101,7 +104,7 @@ def execute(
     concurrency: int = 8,
     progress=None,
     on_result: Callable[[OpResult], None] | None = None,
-    cache: TokenCache | None = None,
+    cache: UploadTokens | None = None,
     protected_groups: Iterable[str] = (),
     verify: str = "quick",
     group_wait_s: float = GROUP_WAIT_S,
