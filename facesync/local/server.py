@@ -40,7 +40,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import re
 import secrets
 import socket
@@ -69,6 +68,7 @@ from facesync.api.protocol import (
     UserRecord,
 )
 from facesync.local.faults import ENDPOINTS, MUTATING, Fault, FaultInjector, FaultKind
+from facesync.local.store import new_log_id
 
 log = logging.getLogger("facesync.serve")
 
@@ -84,11 +84,6 @@ TOKEN_SCOPE = ("public brain_all_scope vis-faceverify_FACE_V3 vis-faceverify_fac
 _TOKEN_PATTERN = re.compile(r"^24\.([0-9a-f]{32})\.(\d+)\.(\d+)\.(\d+)-(\S+)$")
 _BAD_GATEWAY = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
                 b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
-_log_ids = random.Random()
-
-
-def new_log_id() -> int:
-    return _log_ids.getrandbits(63) | 1 << 32  # never 0 and never small, like Baidu's
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,14 +133,15 @@ class LibraryCounts:
     known_tokens: int
 
 
-def _new_log_id() -> int:
-    return int.from_bytes(os.urandom(8), "big") >> 1  # a uint64 that also fits signed 64-bit parsers
+def new_log_id() -> int:
+    """A log_id as Baidu's look: never 0, never small, and within signed 64 bits (some parsers' limit)."""
+    return int.from_bytes(os.urandom(8), "big") >> 1 | 1 << 32
 
 
 def _fail(code: int, detail: str = "", **params: str) -> FaceApiError:
     """The error Baidu answers, with its exact message; ``detail`` only where Baidu has no such case."""
     message = message_for(code, **params)
-    return error_for(code, f"{message} ({detail})" if detail else message, _new_log_id())
+    return error_for(code, f"{message} ({detail})" if detail else message, new_log_id())
 
 
 def location_for(face_token: str) -> Location:
@@ -201,7 +202,7 @@ def _action(value: str | None, choices: tuple[str, ...]) -> str:
         return choices[0]
     if value not in choices:
         raise error_for(ACTION_TYPE_CODE, f"param[action_type] format error (must be {' or '.join(choices)})",
-                        _new_log_id())
+                        new_log_id())
     return value
 
 
@@ -471,7 +472,7 @@ class LocalLibrary:
                 user_seq = self._user_with_no_faces(conn, group_seq, user_seq, user_id, user_info,
                                                     self.unknowns.add_without_info_clears)
             self._insert_face(conn, user_seq, face_token)
-        return AddedFace(face_token, location_for(face_token), _new_log_id())
+        return AddedFace(face_token, location_for(face_token), new_log_id())
 
     @_translate_db_errors
     def user_update(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
@@ -490,7 +491,7 @@ class LocalLibrary:
             user_seq = self._user_with_no_faces(conn, group_seq, user_seq, user_id, user_info,
                                                 self.unknowns.update_without_info_clears)
             self._insert_face(conn, user_seq, face_token)
-        return AddedFace(face_token, location_for(face_token), _new_log_id())
+        return AddedFace(face_token, location_for(face_token), new_log_id())
 
     @staticmethod
     def _check_face_call(group_id: str, user_id: str, user_id_max_bytes: int, image: Image | None,
@@ -571,7 +572,7 @@ class LocalLibrary:
                 raise _fail(223106)
             if not conn.execute("SELECT 1 FROM faces WHERE user_seq = ? LIMIT 1", (user_seq,)).fetchone():
                 conn.execute("DELETE FROM users WHERE seq = ?", (user_seq,))
-        return Ack(_new_log_id())
+        return Ack(new_log_id())
 
     @_translate_db_errors
     def user_get(self, group_id: str, user_id: str) -> UserRecord:
@@ -588,7 +589,7 @@ class LocalLibrary:
             rows = conn.execute(query + " ORDER BY g.seq", params).fetchall()
         if not rows:
             raise _fail(223103)
-        return UserRecord(tuple(UserMembership(g, info) for g, info in rows), _new_log_id())
+        return UserRecord(tuple(UserMembership(g, info) for g, info in rows), new_log_id())
 
     @_translate_db_errors
     def face_getlist(self, group_id: str, user_id: str) -> FaceList:
@@ -600,7 +601,7 @@ class LocalLibrary:
             user_seq = self._existing_user(conn, group_seq, user_id)
             rows = conn.execute("SELECT face_token, ctime FROM faces WHERE user_seq = ? ORDER BY seq",
                                 (user_seq,)).fetchall()
-        return FaceList(tuple(FaceEntry(token, ctime) for token, ctime in rows), _new_log_id())
+        return FaceList(tuple(FaceEntry(token, ctime) for token, ctime in rows), new_log_id())
 
     @_translate_db_errors
     def group_getusers(self, group_id: str, start: int = 0, length: int = DEFAULT_PAGE_LENGTH) -> IdPage:
@@ -611,7 +612,7 @@ class LocalLibrary:
             group_seq = self._existing_group(conn, group_id)
             rows = conn.execute("SELECT user_id FROM users WHERE group_seq = ? ORDER BY seq LIMIT ? OFFSET ?",
                                 (group_seq, count, first)).fetchall()
-        return IdPage(tuple(row[0] for row in rows), _new_log_id())
+        return IdPage(tuple(row[0] for row in rows), new_log_id())
 
     @_translate_db_errors
     def user_copy(self, user_id: str, src_group_id: str, dst_group_id: str) -> Ack:
@@ -635,7 +636,7 @@ class LocalLibrary:
             conn.execute("INSERT INTO faces (user_seq, face_token, ctime) "
                          "SELECT ?, face_token, ctime FROM faces WHERE user_seq = ? ORDER BY seq",
                          (copy_seq, row[0]))
-        return Ack(_new_log_id())
+        return Ack(new_log_id())
 
     @_translate_db_errors
     def user_delete(self, group_id: str, user_id: str) -> Ack:
@@ -654,7 +655,7 @@ class LocalLibrary:
                 if conn.execute("DELETE FROM users WHERE group_seq = ? AND user_id = ?",
                                 (group_seq, user_id)).rowcount == 0:
                     raise _fail(223103)
-        return Ack(_new_log_id())
+        return Ack(new_log_id())
 
     @_translate_db_errors
     def group_add(self, group_id: str) -> Ack:
@@ -672,7 +673,7 @@ class LocalLibrary:
                 raise _fail(code, f"group {group_id} is being deleted in the background, "
                                   f"about {max(1, round(row[0] - now))} s left")
             conn.execute("INSERT INTO groups (group_id) VALUES (?)", (group_id,))
-        return Ack(_new_log_id())
+        return Ack(new_log_id())
 
     @_translate_db_errors
     def group_delete(self, group_id: str) -> Ack:
@@ -691,7 +692,7 @@ class LocalLibrary:
                              (now + faces / self.group_delete_rate, group_seq))
             else:
                 conn.execute("DELETE FROM groups WHERE seq = ?", (group_seq,))
-        return Ack(_new_log_id())
+        return Ack(new_log_id())
 
     @_translate_db_errors
     def group_getlist(self, start: int = 0, length: int = DEFAULT_PAGE_LENGTH) -> IdPage:
@@ -699,7 +700,7 @@ class LocalLibrary:
         with self._read() as conn:
             rows = conn.execute("SELECT group_id FROM groups WHERE deleting_until IS NULL "
                                 "ORDER BY seq LIMIT ? OFFSET ?", (count, first)).fetchall()
-        return IdPage(tuple(row[0] for row in rows), _new_log_id())
+        return IdPage(tuple(row[0] for row in rows), new_log_id())
 
     @_translate_db_errors
     def detect(self, image: Image) -> Detection:
@@ -707,7 +708,7 @@ class LocalLibrary:
         face_token = self._resolve_image(image, detecting=True)
         with self._write() as conn:
             conn.execute("INSERT OR IGNORE INTO known_tokens (face_token) VALUES (?)", (face_token,))
-        return Detection((DetectedFace(face_token, location_for(face_token), 1.0),), _new_log_id())
+        return Detection((DetectedFace(face_token, location_for(face_token), 1.0),), new_log_id())
 
     # ---- background deletion ----
 
