@@ -40,7 +40,6 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TextIO
 
 import yaml
@@ -48,6 +47,7 @@ import yaml
 from facesync import progress as progress_bars
 from facesync.api.errors import GroupNotFoundError
 from facesync.api.protocol import FaceLibrary, iter_group_ids, iter_user_ids
+from facesync.clock import utc_now
 from facesync.errors import ConfigError
 from facesync.model import is_own_group
 from facesync.refresh import read_faces, read_memberships
@@ -93,10 +93,6 @@ class ExportStats:
     users: int = 0
     faces: int = 0
     info_left_out: tuple[str, ...] = ()  # user_ids whose user_info differs between groups
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- reading ------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import json
 import logging
 import sys
 import threading
-import time
+
+from facesync.clock import utc_text
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
@@ -48,7 +49,7 @@ class _RedactingFormatter(logging.Formatter):
                 text += "\n" + self.formatException(record.exc_info)
             return redact(text)
         entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
+            "time": utc_text(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

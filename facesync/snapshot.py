@@ -27,7 +27,6 @@ token map and the local token cache only. Choices:
 
 from __future__ import annotations
 
-import calendar
 import hashlib
 import json
 import os
@@ -40,8 +39,9 @@ from facesync import __version__
 from facesync import progress as progress_bars
 from facesync.api.protocol import FaceLibrary, iter_group_ids
 from facesync.cache import TokenCache
+from facesync.clock import utc_epoch, utc_now
 from facesync.errors import FacesyncError
-from facesync.export import ExportedUser, read_library, utc_now
+from facesync.export import ExportedUser, read_library
 from facesync.files import atomic_output
 from facesync.model import (
     Desired,
@@ -233,14 +233,10 @@ def from_document(document: dict, name: str = "the snapshot") -> Snapshot:
                                               user["user_info"])
         groups[group_id] = LiveGroup(group_id, users)
     taken_at = document["taken_at"]
-    live = Live(group_ids, groups, identity=document["target"], fetched_at=_epoch(taken_at),
+    live = Live(group_ids, groups, identity=document["target"], fetched_at=utc_epoch(taken_at),
                 source=f"snapshot {name}")
     return Snapshot(live, dict(document["tokens"]), taken_at, document["target"],
                     dict(document.get("url_tokens", {})), document["scope"], document.get("manifest_digest", ""))
-
-
-def _epoch(taken_at: str) -> float:
-    return float(calendar.timegm(time.strptime(taken_at.split(".")[0].rstrip("Z"), "%Y-%m-%dT%H:%M:%S")))
 
 
 def age_text(seconds: float) -> str:
@@ -259,7 +255,7 @@ def age_text(seconds: float) -> str:
 
 def describe_source(snapshot_path: str, snapshot: Snapshot, now: float | None = None) -> str:
     """``Plan.live_source`` of a plan made from a snapshot."""
-    age = (time.time() if now is None else now) - _epoch(snapshot.taken_at)
+    age = (time.time() if now is None else now) - utc_epoch(snapshot.taken_at)
     return f"snapshot {snapshot_path} of {snapshot.target} taken at {snapshot.taken_at} ({age_text(age)})"
 
 

@@ -15,11 +15,11 @@ import pytest
 from facesync.api.protocol import Image
 from facesync.apply import execute
 from facesync.cache import TokenCache
+from facesync.clock import utc_epoch
 from facesync.local.store import LocalLibrary
 from facesync.plan import planfile
 from facesync.snapshot import (
     SnapshotError,
-    _epoch,
     age_text,
     load_snapshot,
     plan_offline,
@@ -132,7 +132,7 @@ def test_offline_plan_equals_online_plan_of_the_same_state(world):
 
 def test_plan_states_the_snapshot_age_and_target(world):
     path = _snapshot(world, world["manifest"])
-    taken = _epoch(load_snapshot(path).taken_at)
+    taken = utc_epoch(load_snapshot(path).taken_at)
     result = plan_offline(world["manifest"], path, now=taken + 3 * 3600 + 100)
     assert result.plan.empty
     assert result.plan.live_source.endswith("(3 h ago)")

@@ -44,9 +44,9 @@ Set algebra over face_tokens, one pass over the faces, no I/O. Choices where the
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timezone
 from enum import IntEnum
 
+from facesync.clock import utc_now
 from facesync.errors import ConfigError
 from facesync.model import (
     Desired,
@@ -83,10 +83,6 @@ class _State(IntEnum):
     CONVERGE = 1  # will hold exactly them once its own operations ran
     NEW = 2  # not in the group yet: a copy target
     OTHER = 3  # keeps faces the manifest does not name (no prune): never a copy source
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _face_source(image: DesiredImage) -> FaceSource:
@@ -488,7 +484,7 @@ def make_plan(desired: Desired, live: Live, *, target: str | None = None, qps: f
         manifest_digest=desired.digest,
         safety=builder.safety(force),
         live_source=live.source,
-        created_at=_now() if created_at is None else created_at,
+        created_at=utc_now() if created_at is None else created_at,
         notes=tuple(builder.notes),
         qps=qps,
         protected_groups=tuple(sorted(desired.policy.protected_groups)),
