@@ -56,7 +56,7 @@ from facesync.plan.ops import Operation, Plan
 from facesync.plan.planner import make_plan, user_info_to_read
 from facesync.refresh import read_user_info, refresh
 from facesync.resolve import ImageResolveError, resolve_images
-from facesync.targets import REMOTE_DEFAULT_QPS, parse_target
+from facesync.targets import estimate_qps, target_of_identity
 from facesync.words import counted
 
 FORMAT_VERSION = 1
@@ -389,15 +389,6 @@ def _without_stand_ins(op: Operation) -> Operation:
     return op
 
 
-def _estimate_qps(target: str, qps: float | None) -> float | None:
-    if qps is not None:
-        return qps
-    try:
-        return None if parse_target(target.split(" ")[0]).is_local else REMOTE_DEFAULT_QPS
-    except FacesyncError:
-        return REMOTE_DEFAULT_QPS
-
-
 def plan_snapshot(desired: Desired, snapshot: Snapshot, snapshot_path: str, *, cache: TokenCache | None = None,
                   qps: float | None = None, force: bool = False, now: float | None = None) -> OfflinePlan:
     """Plan ``desired`` (loaded, narrowed) against ``snapshot``, with no network; the plan is pinned and
@@ -424,7 +415,7 @@ def plan_snapshot(desired: Desired, snapshot: Snapshot, snapshot_path: str, *, c
                                      "to (it must be sent back to be kept)", tuple(sorted(unread))),
                             hint="take the snapshot with this manifest (facesync snapshot MANIFEST --out FILE), "
                                  "or of the whole library (facesync snapshot --out FILE)")
-    plan = make_plan(offline.desired, live, target=snapshot.target, qps=_estimate_qps(snapshot.target, qps),
+    plan = make_plan(offline.desired, live, target=snapshot.target, qps=estimate_qps(target_of_identity(snapshot.target), qps),
                      force=force)
     notes = list(plan.notes)
     if offline.unresolved:

@@ -72,6 +72,23 @@ def parse_target(text: str) -> TargetSpec:
     )
 
 
+def target_of_identity(identity: str) -> TargetSpec | None:
+    """The target a library's ``identity`` names ("local:PATH", "<base URL> app <id>"), or None when it
+    names none this facesync knows (a plan or snapshot written elsewhere)."""
+    try:
+        return parse_target(identity.split(" ")[0])
+    except ConfigError:
+        return None
+
+
+def estimate_qps(spec: TargetSpec | None, qps: float | None) -> float | None:
+    """The rate a plan's time estimate assumes: ``qps`` when given, else the remote default (also for a
+    target not known); a local library has no limit."""
+    if qps is not None:
+        return qps
+    return None if spec is not None and spec.is_local else REMOTE_DEFAULT_QPS
+
+
 def choose_target(flag: str | None, manifest_target: str | None = None) -> TargetSpec:
     """The target in force, by the documented order of precedence."""
     if chosen_outside_manifest(flag):

@@ -29,10 +29,10 @@ from facesync.refresh import read_user_info, refresh
 from facesync.resolve import ResolveStats, resolve_images
 from facesync.targets import (
     EMPTY,
-    REMOTE_DEFAULT_QPS,
     TargetSpec,
     choose_target,
     chosen_outside_manifest,
+    estimate_qps,
     open_target,
 )
 
@@ -127,13 +127,6 @@ def _listing(noun: str, names: list[str], shown: int = 10) -> str:
     head = ", ".join(names[:shown])
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return f"{noun}{'' if len(names) == 1 else 's'} {head}{more}"
-
-
-def estimate_qps(spec: TargetSpec, qps: float | None) -> float | None:
-    """The rate the plan's time estimate assumes: the flag, else the remote default; local has no limit."""
-    if qps is not None:
-        return qps
-    return None if spec.is_local else REMOTE_DEFAULT_QPS
 
 
 def open_cache(library: FaceLibrary) -> TokenCache:
