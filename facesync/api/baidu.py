@@ -55,10 +55,13 @@ from facesync.api.errors import (
     error_for,
 )
 from facesync.api.protocol import (
+    API_PATH,
+    TOKEN_PATH,
     Ack,
     AddedFace,
     DetectedFace,
     Detection,
+    Endpoint,
     FaceEntry,
     FaceList,
     IdPage,
@@ -73,9 +76,7 @@ from facesync.errors import ConfigError
 
 log = logging.getLogger("facesync.api")
 
-API_PATH = "/rest/2.0/face/v3/"
-TOKEN_PATH = "/oauth/2.0/token"
-TOKEN_ENDPOINT = "oauth/2.0/token"
+TOKEN_ENDPOINT = TOKEN_PATH.lstrip("/")  # how messages name the token call
 DAY = 86400.0
 DEFAULT_TOKEN_LIFETIME = 30 * DAY  # Baidu's, when an answer leaves expires_in out
 
@@ -495,12 +496,12 @@ class BaiduClient:
 
     def user_add(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
                  quality_control: str = "NONE", liveness_control: str = "NONE") -> AddedFace:
-        return self._added("faceset/user/add", group_id, user_id, image, user_info, quality_control,
+        return self._added(Endpoint.USER_ADD, group_id, user_id, image, user_info, quality_control,
                            liveness_control)
 
     def user_update(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
                     quality_control: str = "NONE", liveness_control: str = "NONE") -> AddedFace:
-        return self._added("faceset/user/update", group_id, user_id, image, user_info, quality_control,
+        return self._added(Endpoint.USER_UPDATE, group_id, user_id, image, user_info, quality_control,
                            liveness_control)
 
     def _added(self, endpoint: str, group_id: str, user_id: str, image: Image, user_info: str | None,
@@ -514,44 +515,44 @@ class BaiduClient:
                                                    log_id))
 
     def face_delete(self, group_id: str, user_id: str, face_token: str) -> Ack:
-        return self._ack("faceset/face/delete", {"group_id": group_id, "user_id": user_id,
+        return self._ack(Endpoint.FACE_DELETE, {"group_id": group_id, "user_id": user_id,
                                                  "face_token": face_token})
 
     def user_get(self, group_id: str, user_id: str) -> UserRecord:
-        result, log_id = self._call("faceset/user/get", {"group_id": group_id, "user_id": user_id})
-        return _parsed("faceset/user/get", lambda: UserRecord(
+        result, log_id = self._call(Endpoint.USER_GET, {"group_id": group_id, "user_id": user_id})
+        return _parsed(Endpoint.USER_GET, lambda: UserRecord(
             tuple(UserMembership(str(entry["group_id"]), str(entry.get("user_info") or ""))
                   for entry in result["user_list"]), log_id))
 
     def face_getlist(self, group_id: str, user_id: str) -> FaceList:
-        result, log_id = self._call("faceset/face/getlist", {"group_id": group_id, "user_id": user_id})
-        return _parsed("faceset/face/getlist", lambda: FaceList(
+        result, log_id = self._call(Endpoint.FACE_GETLIST, {"group_id": group_id, "user_id": user_id})
+        return _parsed(Endpoint.FACE_GETLIST, lambda: FaceList(
             tuple(FaceEntry(str(entry["face_token"]), str(entry.get("ctime", "")))
                   for entry in result["face_list"]), log_id))
 
     def group_getusers(self, group_id: str, start: int = 0, length: int = 100) -> IdPage:
-        return self._page("faceset/group/getusers", "user_id_list",
+        return self._page(Endpoint.GROUP_GETUSERS, "user_id_list",
                           {"group_id": group_id, "start": start, "length": length})
 
     def user_copy(self, user_id: str, src_group_id: str, dst_group_id: str) -> Ack:
-        return self._ack("faceset/user/copy", {"user_id": user_id, "src_group_id": src_group_id,
+        return self._ack(Endpoint.USER_COPY, {"user_id": user_id, "src_group_id": src_group_id,
                                                "dst_group_id": dst_group_id})
 
     def user_delete(self, group_id: str, user_id: str) -> Ack:
-        return self._ack("faceset/user/delete", {"group_id": group_id, "user_id": user_id})
+        return self._ack(Endpoint.USER_DELETE, {"group_id": group_id, "user_id": user_id})
 
     def group_add(self, group_id: str) -> Ack:
-        return self._ack("faceset/group/add", {"group_id": group_id})
+        return self._ack(Endpoint.GROUP_ADD, {"group_id": group_id})
 
     def group_delete(self, group_id: str) -> Ack:
-        return self._ack("faceset/group/delete", {"group_id": group_id})
+        return self._ack(Endpoint.GROUP_DELETE, {"group_id": group_id})
 
     def group_getlist(self, start: int = 0, length: int = 100) -> IdPage:
-        return self._page("faceset/group/getlist", "group_id_list", {"start": start, "length": length})
+        return self._page(Endpoint.GROUP_GETLIST, "group_id_list", {"start": start, "length": length})
 
     def detect(self, image: Image) -> Detection:
-        result, log_id = self._call("detect", {"image": image.value, "image_type": image.type.value})
-        return _parsed("detect", lambda: Detection(
+        result, log_id = self._call(Endpoint.DETECT, {"image": image.value, "image_type": image.type.value})
+        return _parsed(Endpoint.DETECT, lambda: Detection(
             tuple(DetectedFace(str(face["face_token"]), _location(face["location"]),
                                float(face.get("face_probability", 1.0)))
                   for face in (result or {}).get("face_list") or ()), log_id))

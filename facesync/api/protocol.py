@@ -24,6 +24,36 @@ MAX_FACES_PER_USER = 20  # in one group: "组内每个uid下的人脸图片数�
 ALL_GROUPS = "@ALL"  # group_id that makes user/get and user/delete act on every group
 
 
+API_PATH = "/rest/2.0/face/v3/"  # every endpoint's path is under it
+TOKEN_PATH = "/oauth/2.0/token"  # where an API key and secret key are exchanged for an access_token
+
+
+class Endpoint:
+    """The contract's endpoints, as paths under ``API_PATH``: the one table the client calls, the server
+    answers, fault files and plans name."""
+
+    USER_ADD = "faceset/user/add"
+    USER_UPDATE = "faceset/user/update"
+    FACE_DELETE = "faceset/face/delete"
+    USER_GET = "faceset/user/get"
+    FACE_GETLIST = "faceset/face/getlist"
+    GROUP_GETUSERS = "faceset/group/getusers"
+    USER_COPY = "faceset/user/copy"
+    USER_DELETE = "faceset/user/delete"
+    GROUP_ADD = "faceset/group/add"
+    GROUP_DELETE = "faceset/group/delete"
+    GROUP_GETLIST = "faceset/group/getlist"
+    DETECT = "detect"
+
+
+ENDPOINTS: tuple[str, ...] = tuple(value for name, value in vars(Endpoint).items() if name.isupper())
+# the endpoints that change the library (the others only read it)
+WRITE_ENDPOINTS: frozenset[str] = frozenset({
+    Endpoint.USER_ADD, Endpoint.USER_UPDATE, Endpoint.FACE_DELETE, Endpoint.USER_COPY, Endpoint.USER_DELETE,
+    Endpoint.GROUP_ADD, Endpoint.GROUP_DELETE,
+})
+
+
 class ImageType(str, Enum):
     BASE64 = "BASE64"
     URL = "URL"

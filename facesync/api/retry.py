@@ -29,9 +29,10 @@ import random
 from dataclasses import dataclass
 
 from facesync.api.errors import AnswerLostError, FaceApiError, QpsLimitError, RetryableError, TransportError
+from facesync.api.protocol import Endpoint
 
 # Endpoints whose repetition is not harmless: a late original can undo what came after its retry.
-NOT_REPEATABLE = frozenset({"faceset/user/update"})
+NOT_REPEATABLE = frozenset({Endpoint.USER_UPDATE})
 
 
 def is_retryable(error: BaseException, endpoint: str | None = None) -> bool:

@@ -28,27 +28,8 @@ from pathlib import Path
 import yaml
 
 from facesync.api.errors import ERROR_CODES
+from facesync.api.protocol import ENDPOINTS
 from facesync.errors import ConfigError
-
-# The endpoints the server answers, as paths under /rest/2.0/face/v3/.
-ENDPOINTS: tuple[str, ...] = (
-    "faceset/user/add",
-    "faceset/user/update",
-    "faceset/face/delete",
-    "faceset/user/get",
-    "faceset/face/getlist",
-    "faceset/group/getusers",
-    "faceset/user/copy",
-    "faceset/user/delete",
-    "faceset/group/add",
-    "faceset/group/delete",
-    "faceset/group/getlist",
-    "detect",
-)
-MUTATING: frozenset[str] = frozenset({
-    "faceset/user/add", "faceset/user/update", "faceset/face/delete", "faceset/user/copy",
-    "faceset/user/delete", "faceset/group/add", "faceset/group/delete",
-})
 
 ImageCheck = Callable[[str, str, str], "int | None"]
 

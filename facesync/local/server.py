@@ -56,9 +56,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 from facesync.api.errors import ACTION_TYPE_CODE, FaceApiError, error_for, message_for
 from facesync.api.protocol import (
+    API_PATH,
+    ENDPOINTS,
+    TOKEN_PATH,
+    WRITE_ENDPOINTS,
     Ack,
     AddedFace,
     Detection,
+    Endpoint,
     FaceLibrary,
     FaceList,
     IdPage,
@@ -67,13 +72,11 @@ from facesync.api.protocol import (
     Location,
     UserRecord,
 )
-from facesync.local.faults import ENDPOINTS, MUTATING, Fault, FaultInjector, FaultKind
+from facesync.local.faults import Fault, FaultInjector, FaultKind
 from facesync.local.store import new_log_id
 
 log = logging.getLogger("facesync.serve")
 
-API_PREFIX = "/rest/2.0/face/v3/"
-TOKEN_PATH = "/oauth/2.0/token"
 ADMIN_PREFIX = "/_facesync/"
 LIBRARY_THREADS = 8
 DEFAULT_TOKEN_TTL = 2592000  # 30 days, as Baidu's tokens
@@ -289,15 +292,15 @@ _FORMAT_CODES = {"action_type": ACTION_TYPE_CODE, "group_id": 222006, "src_group
 
 # endpoint -> the parameters the journal keeps (never image, never access_token)
 _JOURNALED_PARAMS = {
-    "faceset/user/add": ("group_id", "user_id", "user_info", "image_type", "quality_control", "liveness_control",
+    Endpoint.USER_ADD: ("group_id", "user_id", "user_info", "image_type", "quality_control", "liveness_control",
                          "action_type"),
-    "faceset/user/update": ("group_id", "user_id", "user_info", "image_type", "quality_control",
+    Endpoint.USER_UPDATE: ("group_id", "user_id", "user_info", "image_type", "quality_control",
                             "liveness_control", "action_type"),
-    "faceset/face/delete": ("group_id", "user_id", "face_token"),
-    "faceset/user/copy": ("user_id", "src_group_id", "dst_group_id"),
-    "faceset/user/delete": ("group_id", "user_id"),
-    "faceset/group/add": ("group_id",),
-    "faceset/group/delete": ("group_id",),
+    Endpoint.FACE_DELETE: ("group_id", "user_id", "face_token"),
+    Endpoint.USER_COPY: ("user_id", "src_group_id", "dst_group_id"),
+    Endpoint.USER_DELETE: ("group_id", "user_id"),
+    Endpoint.GROUP_ADD: ("group_id",),
+    Endpoint.GROUP_DELETE: ("group_id",),
 }
 
 
@@ -378,28 +381,28 @@ def _null(answer: Ack) -> None:
 # endpoint -> (call the library with the request's parameters, the result object of its answer)
 Handler = tuple[Callable[[FaceLibrary, Params], Any], Callable[[Any], dict | None]]
 HANDLERS: dict[str, Handler] = {
-    "faceset/user/add": (lambda lib, p: lib.user_add(
+    Endpoint.USER_ADD: (lambda lib, p: lib.user_add(
         p.text("group_id"), p.text("user_id"), p.image(), user_info=p.text("user_info"),
         quality_control=p.option("quality_control"), liveness_control=p.option("liveness_control"),
         action_type=p.text("action_type")), _added),
-    "faceset/user/update": (lambda lib, p: lib.user_update(
+    Endpoint.USER_UPDATE: (lambda lib, p: lib.user_update(
         p.text("group_id"), p.text("user_id"), p.image(), user_info=p.text("user_info"),
         quality_control=p.option("quality_control"), liveness_control=p.option("liveness_control"),
         action_type=p.text("action_type")), _added),
-    "faceset/face/delete": (lambda lib, p: lib.face_delete(
+    Endpoint.FACE_DELETE: (lambda lib, p: lib.face_delete(
         p.text("group_id"), p.text("user_id"), p.text("face_token")), _null),
-    "faceset/user/get": (lambda lib, p: lib.user_get(p.text("group_id"), p.text("user_id")), _user_list),
-    "faceset/face/getlist": (lambda lib, p: lib.face_getlist(p.text("group_id"), p.text("user_id")), _face_list),
-    "faceset/group/getusers": (lambda lib, p: lib.group_getusers(
+    Endpoint.USER_GET: (lambda lib, p: lib.user_get(p.text("group_id"), p.text("user_id")), _user_list),
+    Endpoint.FACE_GETLIST: (lambda lib, p: lib.face_getlist(p.text("group_id"), p.text("user_id")), _face_list),
+    Endpoint.GROUP_GETUSERS: (lambda lib, p: lib.group_getusers(
         p.text("group_id"), p.number("start", 0), p.number("length", 100)), _ids("user_id_list")),
-    "faceset/user/copy": (lambda lib, p: lib.user_copy(
+    Endpoint.USER_COPY: (lambda lib, p: lib.user_copy(
         p.text("user_id"), p.text("src_group_id"), p.text("dst_group_id")), _null),
-    "faceset/user/delete": (lambda lib, p: lib.user_delete(p.text("group_id"), p.text("user_id")), _null),
-    "faceset/group/add": (lambda lib, p: lib.group_add(p.text("group_id")), _null),
-    "faceset/group/delete": (lambda lib, p: lib.group_delete(p.text("group_id")), _null),
-    "faceset/group/getlist": (lambda lib, p: lib.group_getlist(p.number("start", 0), p.number("length", 100)),
+    Endpoint.USER_DELETE: (lambda lib, p: lib.user_delete(p.text("group_id"), p.text("user_id")), _null),
+    Endpoint.GROUP_ADD: (lambda lib, p: lib.group_add(p.text("group_id")), _null),
+    Endpoint.GROUP_DELETE: (lambda lib, p: lib.group_delete(p.text("group_id")), _null),
+    Endpoint.GROUP_GETLIST: (lambda lib, p: lib.group_getlist(p.number("start", 0), p.number("length", 100)),
                               _ids("group_id_list")),
-    "detect": (lambda lib, p: lib.detect(p.image()), _detection),
+    Endpoint.DETECT: (lambda lib, p: lib.detect(p.image()), _detection),
 }
 assert set(HANDLERS) == set(ENDPOINTS)
 
@@ -454,7 +457,7 @@ class FaceApi:
         self.stats.count_call(endpoint)
         params = Params(values)
         outcome, executed = self._run(endpoint, params)
-        if endpoint in MUTATING:
+        if endpoint in WRITE_ENDPOINTS:
             body = outcome.body or {}
             self.journal.record(endpoint, params.journaled(endpoint), body.get("error_code"),
                                 body.get("log_id") or new_log_id(), executed=executed, fault=outcome.fault)
@@ -569,9 +572,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if url.path == TOKEN_PATH:
             values = {**dict(parse_qsl(url.query)), **_form(body)}
             self._send_json(*api.token({k: v for k, v in values.items() if isinstance(v, str)}))
-        elif url.path.startswith(API_PREFIX):
+        elif url.path.startswith(API_PATH):
             values = {**dict(parse_qsl(url.query, keep_blank_values=True)), **self._body_params(body)}
-            self._answer(api.call(url.path[len(API_PREFIX):].strip("/"), values))
+            self._answer(api.call(url.path[len(API_PATH):].strip("/"), values))
         elif url.path.startswith("/rest/"):
             self._answer(api.call(url.path, {}))
         elif url.path.startswith(ADMIN_PREFIX):

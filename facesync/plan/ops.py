@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
+from facesync.api.protocol import Endpoint
 from facesync.model import ImageKind
 
 
@@ -39,13 +40,13 @@ class OpKind(str, Enum):
 
 
 _ENDPOINTS = {
-    OpKind.CREATE_GROUP: "faceset/group/add",
-    OpKind.ADD_FACE: "faceset/user/add",
-    OpKind.UPDATE_USER: "faceset/user/update",
-    OpKind.COPY_USER: "faceset/user/copy",
-    OpKind.DELETE_FACE: "faceset/face/delete",
-    OpKind.DELETE_USER: "faceset/user/delete",
-    OpKind.DELETE_GROUP: "faceset/group/delete",
+    OpKind.CREATE_GROUP: Endpoint.GROUP_ADD,
+    OpKind.ADD_FACE: Endpoint.USER_ADD,
+    OpKind.UPDATE_USER: Endpoint.USER_UPDATE,
+    OpKind.COPY_USER: Endpoint.USER_COPY,
+    OpKind.DELETE_FACE: Endpoint.FACE_DELETE,
+    OpKind.DELETE_USER: Endpoint.USER_DELETE,
+    OpKind.DELETE_GROUP: Endpoint.GROUP_DELETE,
 }
 _PHASES = {
     OpKind.CREATE_GROUP: 0,
