@@ -37,23 +37,30 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class _Scope:
-    """What the manifest manages, as the lookups the refresh needs."""
+class Scope:
+    """What a plan of the manifest reads (the rules above): the refresh reads it, and a snapshot is cut
+    to it and checked against it, so an offline plan sees what an online one sees."""
 
-    desired_users: dict[str, frozenset[str]]  # group_id -> user_ids the manifest names in it
+    desired_users: dict[str, frozenset[str]]  # managed group_id -> user_ids the manifest names in it
     managed_info: frozenset[str]  # user_ids whose user_info is managed somewhere
 
+    def reads_faces(self, group_id: str, user_id: str) -> bool:
+        return user_id in self.desired_users.get(group_id, ())
 
-def _scope(desired: Desired) -> _Scope:
+    def reads_user_info(self, user_id: str) -> bool:
+        return user_id in self.managed_info
+
+
+def scope_of(desired: Desired) -> Scope:
     users = {group.group_id: frozenset(user.user_id for user in group.users) for group in desired.groups}
     info = frozenset(user.user_id for group in desired.groups for user in group.users if user.user_info is not None)
-    return _Scope(users, info)
+    return Scope(users, info)
 
 
 def refresh(library: FaceLibrary, desired: Desired, *, concurrency: int = 8,
             progress: bool | None = None) -> Live:
     """What ``library`` holds within ``desired``'s scope."""
-    scope = _scope(desired)
+    scope = scope_of(desired)
     with progress_bars.progress("Reading the library", enabled=progress) as bar, \
             ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         bar.add_total(1)
@@ -69,7 +76,7 @@ def refresh(library: FaceLibrary, desired: Desired, *, concurrency: int = 8,
         face_calls = {
             (group_id, user_id): (lambda g=group_id, u=user_id: read_faces(library, g, u))
             for group_id, users in members.items()
-            for user_id in users if user_id in scope.desired_users[group_id]
+            for user_id in users if scope.reads_faces(group_id, user_id)
         }
         live_ids = {user_id for users in members.values() for user_id in users}
         info_calls = {

@@ -54,7 +54,7 @@ from facesync.model import (
 )
 from facesync.plan.ops import Operation, Plan
 from facesync.plan.planner import make_plan, user_info_to_read
-from facesync.refresh import read_user_info, refresh
+from facesync.refresh import read_user_info, refresh, scope_of
 from facesync.resolve import ImageResolveError, resolve_images
 from facesync.targets import estimate_qps, target_of_identity
 from facesync.words import counted
@@ -265,37 +265,36 @@ def describe_source(snapshot_path: str, snapshot: Snapshot, now: float | None = 
 def coverage_problems(desired: Desired, live: Live) -> tuple[str, ...]:
     """What a plan of ``desired`` needs that ``live`` (from a snapshot) did not read."""
     existing = set(live.group_ids)
-    managed_info = {user.user_id for group in desired.groups for user in group.users if user.user_info is not None}
+    scope = scope_of(desired)
     problems: list[str] = []
-    for group in desired.groups:
-        gid = group.group_id
+    for gid in scope.desired_users:
         if gid not in existing:
             continue
         live_group = live.groups.get(gid)
         if live_group is None:
             problems.append(f"group {gid}: its users were not read")
             continue
-        named = {user.user_id for user in group.users}
         for uid, live_user in live_group.users.items():
-            if uid in named and live_user.face_tokens is None:
+            if scope.reads_faces(gid, uid) and live_user.face_tokens is None:
                 problems.append(f"user {gid}/{uid}: faces were not read")
-            if uid in managed_info and live_user.user_info is None:
+            if scope.reads_user_info(uid) and live_user.user_info is None:
                 problems.append(f"user {gid}/{uid}: user_info was not read")
     return tuple(problems)
 
 
 def project(live: Live, desired: Desired) -> Live:
-    """``live`` cut to what ``refresh`` reads for ``desired``: an offline plan equals an online one."""
-    managed_info = {user.user_id for group in desired.groups for user in group.users if user.user_info is not None}
+    """``live`` cut to what ``refresh`` reads for ``desired``: an offline plan equals an online one. The
+    user_info of a named user is kept too: an online plan reads it when it adds faces to the user
+    (``read_user_info``), and the snapshot already holds it."""
+    scope = scope_of(desired)
     groups: dict[str, LiveGroup] = {}
-    for group in desired.groups:
-        live_group = live.groups.get(group.group_id)
+    for gid in scope.desired_users:
+        live_group = live.groups.get(gid)
         if live_group is None:
             continue
-        named = {user.user_id for user in group.users}
-        groups[group.group_id] = LiveGroup(group.group_id, {
-            uid: LiveUser(uid, user.face_tokens if uid in named else None,
-                          user.user_info if uid in managed_info or uid in named else None)
+        groups[gid] = LiveGroup(gid, {
+            uid: LiveUser(uid, user.face_tokens if scope.reads_faces(gid, uid) else None,
+                          user.user_info if scope.reads_faces(gid, uid) or scope.reads_user_info(uid) else None)
             for uid, user in live_group.users.items()
         })
     return replace(live, groups=groups)
