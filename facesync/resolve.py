@@ -11,6 +11,10 @@ sha256 → face_token from the cache, else ``detect`` (the same image always yie
 record the answer. A URL is looked up by the URL, else detected by URL. Each distinct file or URL is
 resolved once, however many users name it. Images that ``detect`` refuses are all reported together,
 each with its manifest file:line and Baidu's code and log_id, before any change is made.
+
+Offline (``resolve_known``, for plans from a snapshot) the same steps run with a lookup in place of the
+cache (the snapshot's token maps, then the cache, read only) and no service: an image the lookup does
+not know is given a stand-in token by the caller, and nothing is written.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from facesync import progress as progress_bars
 from facesync.api.errors import ImageRejectedError
@@ -64,12 +70,33 @@ class Resolution:
     stats: ResolveStats
 
 
+class TokenLookup(Protocol):
+    """Where tokens are found without asking the service (``TokenCache`` is one)."""
+
+    def url_token(self, url: str) -> str | None: ...
+
+    def file_sha256(self, path: str, size: int, mtime_ns: int) -> str | None: ...
+
+    def token(self, sha256: str) -> str | None: ...
+
+
 def resolve_images(desired: Desired, live: Live, library: FaceLibrary, cache: TokenCache, *,
                    concurrency: int = 8, progress: bool | None = None) -> Resolution:
     """``desired`` with face_token (and sha256, for files) filled in where the diff needs them, and the
     counts of what it cost; ``progress``: a bar on a terminal (None: if a tty)."""
+    return _resolve(desired, live, _Resolver(cache, library), concurrency=concurrency, progress=progress)
+
+
+def resolve_known(desired: Desired, live: Live, lookup: TokenLookup,
+                  stand_in: Callable[[DesiredImage], str]) -> Desired:
+    """As ``resolve_images`` with no service to ask and nothing written: tokens come from ``lookup`` alone,
+    and an image it does not know gets ``stand_in(image)`` (``image`` with its sha256, for a file)."""
+    return _resolve(desired, live, _Resolver(lookup, None, stand_in), concurrency=1, progress=False).desired
+
+
+def _resolve(desired: Desired, live: Live, resolver: _Resolver, *, concurrency: int,
+             progress: bool | None) -> Resolution:
     wanted = _images_to_resolve(desired, live)
-    resolver = _Resolver(library, cache)
     answers: dict = {}
     if wanted:
         stop = threading.Event()  # after an error that is not the image's (quota, auth): start no more calls
@@ -140,11 +167,14 @@ def _fill(desired: Desired, live: Live, resolved: dict[tuple[str, str], DesiredI
 
 
 class _Resolver:
-    """Resolves one image at a time (from several threads); counts what it costs."""
+    """Resolves one image at a time (from several threads); counts what it costs. Without a library it
+    asks no service and writes nothing: what ``cache`` does not know gets ``stand_in``'s token."""
 
-    def __init__(self, library: FaceLibrary, cache: TokenCache):
+    def __init__(self, cache: TokenCache | TokenLookup, library: FaceLibrary | None,
+                 stand_in: Callable[[DesiredImage], str] | None = None):
         self.library = library
         self.cache = cache
+        self.stand_in = stand_in
         self._lock = threading.Lock()
         self._detects = 0
         self._bytes = 0
@@ -170,6 +200,8 @@ class _Resolver:
         if token is not None:
             self._count(hits=1)
             return replace(image, face_token=token)
+        if self.library is None:
+            return replace(image, face_token=self.stand_in(image))
         token = self._detect(Image.from_url(image.source))
         self.cache.record_url(image.source, token)
         return replace(image, face_token=token)
@@ -183,7 +215,8 @@ class _Resolver:
             if sha256 is None:
                 data = self._read(path)
                 sha256 = hashlib.sha256(data).hexdigest()
-                self.cache.record_file(path, info.st_size, info.st_mtime_ns, sha256)
+                if self.library is not None:
+                    self.cache.record_file(path, info.st_size, info.st_mtime_ns, sha256)
                 return self._token_for(image, sha256, data)
         return self._token_for(image, sha256, None)
 
@@ -193,6 +226,9 @@ class _Resolver:
             if data is None:
                 self._count(hits=1)
             return replace(image, sha256=sha256, face_token=token)
+        if self.library is None:
+            known = replace(image, sha256=sha256)
+            return replace(known, face_token=self.stand_in(known))
         if data is None:
             data = self._read(os.path.abspath(image.path or image.source))
             sha256 = hashlib.sha256(data).hexdigest()  # the bytes sent to detect are the truth

@@ -55,7 +55,7 @@ from facesync.model import (
 from facesync.plan.ops import Operation, Plan
 from facesync.plan.planner import make_plan, user_info_to_read
 from facesync.refresh import read_user_info, refresh, scope_of
-from facesync.resolve import ImageResolveError, resolve_images
+from facesync.resolve import resolve_images, resolve_known
 from facesync.targets import estimate_qps, target_of_identity
 from facesync.words import counted
 
@@ -307,53 +307,34 @@ class _Offline:
 
 
 def resolve_offline(desired: Desired, live: Live, snapshot: Snapshot, cache: TokenCache | None) -> _Offline:
-    """Images of existing users given their face_token from the snapshot's map or the cache; the others
-    carry a stand-in token (``unresolved:...``) that ``plan_offline`` removes from the plan."""
-    live_ids = {uid for group in live.groups.values() for uid in group.users}
-    answers: dict[tuple[str, str], DesiredImage] = {}
-    unresolved: dict[tuple[str, str], DesiredImage] = {}
-    problems: list[str] = []
+    """Images resolved by the steps an online plan takes (``resolve.py``), from the snapshot's maps and the
+    cache and with no call; the images neither knows carry a stand-in token (``unresolved:...``) that
+    ``plan_snapshot`` removes from the plan."""
+    unresolved: list[DesiredImage] = []
 
-    def one(image: DesiredImage) -> DesiredImage:
-        if image.face_token is not None or image.kind is ImageKind.FACE_TOKEN:
-            return image
-        key = (image.kind.value, image.path or image.source)
-        if key not in answers:
-            try:
-                answers[key] = _lookup(image, snapshot, cache)
-            except OSError as error:
-                problems.append(f"{image.origin}: {image.source} cannot be read: {error.strerror or error}")
-                answers[key] = image
-            if answers[key].face_token is None:
-                unresolved[key] = image
-                stand_in = _UNRESOLVED + (answers[key].sha256 or hashlib.sha256(key[1].encode()).hexdigest())
-                answers[key] = replace(answers[key], face_token=stand_in)
-        return answers[key]
+    def stand_in(image: DesiredImage) -> str:
+        unresolved.append(image)
+        return _UNRESOLVED + (image.sha256 or hashlib.sha256((image.path or image.source).encode()).hexdigest())
 
-    groups = tuple(
-        replace(group, users=tuple(
-            replace(user, images=tuple(one(image) for image in user.images)) if user.user_id in live_ids else user
-            for user in group.users))
-        for group in desired.groups)
-    if problems:
-        raise ImageResolveError(tuple(problems))
-    return _Offline(replace(desired, groups=groups), tuple(unresolved.values()))
+    resolved = resolve_known(desired, live, _SnapshotTokens(snapshot, cache), stand_in)
+    return _Offline(resolved, tuple(unresolved))
 
 
-def _lookup(image: DesiredImage, snapshot: Snapshot, cache: TokenCache | None) -> DesiredImage:
-    if image.kind is ImageKind.URL:
-        token = snapshot.url_tokens.get(image.source) or (cache.url_token(image.source) if cache else None)
-        return replace(image, face_token=token)
-    path = os.path.abspath(image.path or image.source)
-    sha256 = image.sha256
-    if sha256 is None:
-        info = os.stat(path)
-        sha256 = cache.file_sha256(path, info.st_size, info.st_mtime_ns) if cache else None
-        if sha256 is None:
-            with open(path, "rb") as handle:
-                sha256 = hashlib.sha256(handle.read()).hexdigest()
-    token = snapshot.tokens.get(sha256) or (cache.token(sha256) if cache else None)
-    return replace(image, sha256=sha256, face_token=token)
+@dataclass(frozen=True)
+class _SnapshotTokens:
+    """The snapshot's token maps, then the local token cache (read only): what an offline plan knows."""
+
+    snapshot: Snapshot
+    cache: TokenCache | None
+
+    def url_token(self, url: str) -> str | None:
+        return self.snapshot.url_tokens.get(url) or (self.cache.url_token(url) if self.cache else None)
+
+    def file_sha256(self, path: str, size: int, mtime_ns: int) -> str | None:
+        return self.cache.file_sha256(path, size, mtime_ns) if self.cache else None
+
+    def token(self, sha256: str) -> str | None:
+        return self.snapshot.tokens.get(sha256) or (self.cache.token(sha256) if self.cache else None)
 
 
 def unsafe_guesses(desired: Desired, live: Live, snapshot: Snapshot) -> tuple[str, ...]:
