@@ -11,6 +11,8 @@ import hashlib
 from dataclasses import dataclass, field
 from enum import Enum
 
+from facesync.api.protocol import GROUP_ID_MAX_BYTES
+
 
 class ImageKind(str, Enum):
     FILE = "file"
@@ -155,7 +157,7 @@ STAGE_GROUP_PREFIX = "_facesync_stage_"
 def stage_group_id(group_id: str) -> str:
     """The staging group for users of ``group_id`` (one per source group: user_ids are unique in it)."""
     name = STAGE_GROUP_PREFIX + group_id
-    if len(name.encode("utf-8")) <= 48:
+    if len(name.encode("utf-8")) <= GROUP_ID_MAX_BYTES:
         return name
     return STAGE_GROUP_PREFIX + hashlib.sha256(group_id.encode("utf-8")).hexdigest()[:24]
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from facesync.api.errors import error_for
 from facesync.api.protocol import (
     ALL_GROUPS,
+    PAGE_DEFAULT,
     Ack,
     AddedFace,
     Detection,
@@ -202,12 +203,12 @@ class PendingLocalLibrary:
 
     # ---- reads: the empty library until it exists ----
 
-    def group_getlist(self, start: int = 0, length: int = 100) -> IdPage:
+    def group_getlist(self, start: int = 0, length: int = PAGE_DEFAULT) -> IdPage:
         if self._created is not None:
             return self._created.group_getlist(start, length)
         return IdPage((), 0)
 
-    def group_getusers(self, group_id: str, start: int = 0, length: int = 100) -> IdPage:
+    def group_getusers(self, group_id: str, start: int = 0, length: int = PAGE_DEFAULT) -> IdPage:
         if self._created is not None:
             return self._created.group_getusers(group_id, start, length)
         raise error_for(223100)

@@ -56,6 +56,7 @@ from facesync.api.errors import (
 )
 from facesync.api.protocol import (
     API_PATH,
+    PAGE_DEFAULT,
     TOKEN_PATH,
     Ack,
     AddedFace,
@@ -530,7 +531,7 @@ class BaiduClient:
             tuple(FaceEntry(str(entry["face_token"]), str(entry.get("ctime", "")))
                   for entry in result["face_list"]), log_id))
 
-    def group_getusers(self, group_id: str, start: int = 0, length: int = 100) -> IdPage:
+    def group_getusers(self, group_id: str, start: int = 0, length: int = PAGE_DEFAULT) -> IdPage:
         return self._page(Endpoint.GROUP_GETUSERS, "user_id_list",
                           {"group_id": group_id, "start": start, "length": length})
 
@@ -547,7 +548,7 @@ class BaiduClient:
     def group_delete(self, group_id: str) -> Ack:
         return self._ack(Endpoint.GROUP_DELETE, {"group_id": group_id})
 
-    def group_getlist(self, start: int = 0, length: int = 100) -> IdPage:
+    def group_getlist(self, start: int = 0, length: int = PAGE_DEFAULT) -> IdPage:
         return self._page(Endpoint.GROUP_GETLIST, "group_id_list", {"start": start, "length": length})
 
     def detect(self, image: Image) -> Detection:

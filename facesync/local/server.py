@@ -58,6 +58,7 @@ from facesync.api.errors import ACTION_TYPE_CODE, FaceApiError, error_for, messa
 from facesync.api.protocol import (
     API_PATH,
     ENDPOINTS,
+    PAGE_DEFAULT,
     TOKEN_PATH,
     WRITE_ENDPOINTS,
     Ack,
@@ -394,13 +395,13 @@ HANDLERS: dict[str, Handler] = {
     Endpoint.USER_GET: (lambda lib, p: lib.user_get(p.text("group_id"), p.text("user_id")), _user_list),
     Endpoint.FACE_GETLIST: (lambda lib, p: lib.face_getlist(p.text("group_id"), p.text("user_id")), _face_list),
     Endpoint.GROUP_GETUSERS: (lambda lib, p: lib.group_getusers(
-        p.text("group_id"), p.number("start", 0), p.number("length", 100)), _ids("user_id_list")),
+        p.text("group_id"), p.number("start", 0), p.number("length", PAGE_DEFAULT)), _ids("user_id_list")),
     Endpoint.USER_COPY: (lambda lib, p: lib.user_copy(
         p.text("user_id"), p.text("src_group_id"), p.text("dst_group_id")), _null),
     Endpoint.USER_DELETE: (lambda lib, p: lib.user_delete(p.text("group_id"), p.text("user_id")), _null),
     Endpoint.GROUP_ADD: (lambda lib, p: lib.group_add(p.text("group_id")), _null),
     Endpoint.GROUP_DELETE: (lambda lib, p: lib.group_delete(p.text("group_id")), _null),
-    Endpoint.GROUP_GETLIST: (lambda lib, p: lib.group_getlist(p.number("start", 0), p.number("length", 100)),
+    Endpoint.GROUP_GETLIST: (lambda lib, p: lib.group_getlist(p.number("start", 0), p.number("length", PAGE_DEFAULT)),
                               _ids("group_id_list")),
     Endpoint.DETECT: (lambda lib, p: lib.detect(p.image()), _detection),
 }

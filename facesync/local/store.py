@@ -70,6 +70,7 @@ from facesync.api.protocol import (
     ALL_GROUPS,
     GROUP_ID_MAX_BYTES,
     MAX_FACES_PER_USER,
+    PAGE_DEFAULT,
     PAGE_MAX,
     USER_ID_MAX_BYTES,
     USER_ID_MAX_BYTES_ON_ADD,
@@ -92,7 +93,6 @@ from facesync.local import schema
 from facesync.local.images import ImageProblem, decode_base64_image, fetch_url_image
 from facesync.local.unknowns import LENIENT, Unknowns
 
-DEFAULT_PAGE_LENGTH = 100
 BACKGROUND_DELETE_THRESHOLD = 500  # faces; larger groups are deleted in the background
 BACKGROUND_DELETE_RATE = 20.0  # faces per second
 CONTROL_LEVELS = ("NONE", "LOW", "NORMAL", "HIGH")
@@ -245,7 +245,7 @@ def _page_number(value: object, default: int, code: int, minimum: int, maximum: 
 def _page(start: object, length: object, *, clamp: bool) -> tuple[int, int]:
     """(first, count) of a listing; ``clamp`` serves PAGE_MAX for a longer ``length`` instead of 222003."""
     first = _page_number(start, 0, 222002, 0, None)
-    count = _page_number(length, DEFAULT_PAGE_LENGTH, 222003, 1, None if clamp else PAGE_MAX)
+    count = _page_number(length, PAGE_DEFAULT, 222003, 1, None if clamp else PAGE_MAX)
     return first, min(count, PAGE_MAX)
 
 
@@ -604,7 +604,7 @@ class LocalLibrary:
         return FaceList(tuple(FaceEntry(token, ctime) for token, ctime in rows), new_log_id())
 
     @_translate_db_errors
-    def group_getusers(self, group_id: str, start: int = 0, length: int = DEFAULT_PAGE_LENGTH) -> IdPage:
+    def group_getusers(self, group_id: str, start: int = 0, length: int = PAGE_DEFAULT) -> IdPage:
         _require(("group_id", group_id))
         _check_group_id(group_id)
         first, count = _page(start, length, clamp=self.unknowns.clamp_page_length)
@@ -695,7 +695,7 @@ class LocalLibrary:
         return Ack(new_log_id())
 
     @_translate_db_errors
-    def group_getlist(self, start: int = 0, length: int = DEFAULT_PAGE_LENGTH) -> IdPage:
+    def group_getlist(self, start: int = 0, length: int = PAGE_DEFAULT) -> IdPage:
         first, count = _page(start, length, clamp=self.unknowns.clamp_page_length)
         with self._read() as conn:
             rows = conn.execute("SELECT group_id FROM groups WHERE deleting_until IS NULL "
