@@ -8,8 +8,8 @@ group, user, user_info and face) and keeps no token map. The format is ``schemas
 (``format_version`` 1); ``load_snapshot`` refuses, with ``SnapshotError`` naming the place, anything
 else.
 
-``plan_offline`` plans a manifest against a snapshot: the snapshot is projected onto the manifest's scope
-(so the plan equals an online plan of the same state), and images are resolved from the snapshot's
+``Session.offline(SNAPSHOT).plan`` plans a manifest against a snapshot: the snapshot is projected onto
+the manifest's scope (so the plan equals an online plan of the same state), and images are resolved from the snapshot's
 token map and the local token cache only. Choices:
 
 - The manifest may have moved on since the snapshot (that is the point of a pull request). A managed
@@ -86,7 +86,7 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class OfflinePlan:
-    """What ``plan_offline`` made, and from what. ``unresolved``: images planned as new because their
+    """What ``plan_snapshot`` made, and from what. ``unresolved``: images planned as new because their
     face_token is unknown offline."""
 
     desired: Desired
@@ -372,8 +372,8 @@ def _without_stand_ins(op: Operation) -> Operation:
 def plan_snapshot(desired: Desired, snapshot: Snapshot, snapshot_path: str, *, cache: TokenCache | None = None,
                   qps: float | None = None, force: bool = False, now: float | None = None) -> OfflinePlan:
     """Plan ``desired`` (loaded, narrowed) against ``snapshot``, with no network; the plan is pinned and
-    named as an online one is (``workflow.finish_plan``), so it can be saved, shown and applied alike."""
-    from facesync.workflow import finish_plan
+    named as an online one is (``session.finish_plan``), so it can be saved, shown and applied alike."""
+    from facesync.session import finish_plan
 
     gaps = coverage_problems(desired, snapshot.live)
     if gaps:
@@ -406,24 +406,6 @@ def plan_snapshot(desired: Desired, snapshot: Snapshot, snapshot_path: str, *, c
     plan = replace(plan, operations=tuple(_without_stand_ins(op) for op in plan.operations), notes=tuple(notes))
     plan = finish_plan(plan, offline.desired, cache)
     return OfflinePlan(offline.desired, live, plan, snapshot, offline.unresolved)
-
-
-def plan_offline(manifest_path: str, snapshot_path: str, *, groups: tuple[str, ...] = (),
-                 users: tuple[str, ...] = (), qps: float | None = None, force: bool = False,
-                 now: float | None = None) -> OfflinePlan:
-    """``facesync plan MANIFEST --live SNAPSHOT``: load both, plan, no network and no credentials.
-
-    The local token cache of the snapshot's library is read (never written) for tokens the snapshot lacks.
-    """
-    from facesync.workflow import load_desired
-
-    snapshot = load_snapshot(snapshot_path)
-    desired, _warnings = load_desired(manifest_path, groups=groups, users=users)
-    cache = TokenCache.for_target(snapshot.target)
-    try:
-        return plan_snapshot(desired, snapshot, snapshot_path, cache=cache, qps=qps, force=force, now=now)
-    finally:
-        cache.close()
 
 
 def _listing(title: str, lines: tuple[str, ...]) -> str:

@@ -58,10 +58,10 @@ def tokens_of(library) -> TokenCache:
 
 
 def plan_for(library, desired: Desired, cache: TokenCache | None = None, *, force: bool = True) -> Plan:
-    from facesync.workflow import plan_desired
+    from facesync.session import Session
 
-    return plan_desired(desired, library, cache or tokens_of(library), concurrency=4, force=force,
-                        progress=False)[2]
+    with Session(library, cache=cache or tokens_of(library), concurrency=4, progress=False) as session:
+        return session.plan(desired, force=force)
 
 
 def execute(plan: Plan, library, **options):

@@ -19,7 +19,7 @@ from facesync.api.protocol import Image
 from facesync.export import export_manifest, key, quoted
 from facesync.files import atomic_output
 from facesync.local.store import LocalLibrary
-from facesync.workflow import plan_manifest
+from facesync.session import Session
 from tests.support.images import png
 
 
@@ -86,9 +86,10 @@ def test_export_then_plan_shows_no_changes(tmp_path):
     assert len(u05) == 3 and all(u.user_info is None for u in u05)  # differs between groups: unmanaged
     assert all(u.user_info is not None for g in desired.groups for u in g.users if u.user_id != "u05")
 
-    with plan_manifest(str(path), target=f"local:{db}") as run:
-        assert run.plan.empty, [op.key for op in run.plan.operations]
-        assert run.resolve_stats.detect_calls == 0
+    with Session(f"local:{db}") as session:
+        plan, details = session.plan_with_details(str(path))
+        assert plan.empty, [op.key for op in plan.operations]
+        assert details.resolve_stats.detect_calls == 0
 
 
 def test_export_group_filter_header_and_atomic_file_through_the_cli(tmp_path):
@@ -120,8 +121,8 @@ def test_export_group_filter_header_and_atomic_file_through_the_cli(tmp_path):
     assert list(yaml.safe_load(dash.stdout)["groups"]) == ["true"]  # - is stdout, as everywhere
     assert not (tmp_path / "-").exists() and " to -" not in dash.stderr
 
-    with plan_manifest(str(out), target=f"local:{db}") as run:
-        assert run.plan.empty
+    with Session(f"local:{db}") as session:
+        assert session.plan(str(out)).empty
 
 
 @pytest.mark.parametrize("args, message", [
@@ -212,8 +213,8 @@ def test_export_user_fragment_adopts_a_few_users_into_an_existing_manifest(tmp_p
                        for group_id, user_ids in kept.items()}}
     path = tmp_path / "faceset.yaml"
     path.write_text(yaml.safe_dump(main, sort_keys=False))
-    with plan_manifest(str(path)) as run:  # without the fragment, u00 and u01 would be pruned
-        removed = {(op.group_id, op.user_id) for op in run.plan.operations}
+    with Session.for_manifest(str(path)) as session:  # without the fragment, u00 and u01 would be pruned
+        removed = {(op.group_id, op.user_id) for op in session.plan().operations}
     assert {("staff", "u00"), ("staff", "u01"), ("visitors", "u00"), ("visitors", "u01")} <= removed
 
     done = _facesync(["export", "--target", f"local:{db}", "--user", "staff/u00", "--user", "staff/u01",
@@ -227,8 +228,9 @@ def test_export_user_fragment_adopts_a_few_users_into_an_existing_manifest(tmp_p
     assert len(fragment["people"]["u01"]["images"]) == 2 and fragment["people"]["u01"]["user_info"] == "User 1"
     path.write_text(yaml.safe_dump({**main, "include": ["adopted.yaml"]}, sort_keys=False))
 
-    with plan_manifest(str(path)) as run:
-        assert run.plan.empty, [op.key for op in run.plan.operations]
+    with Session.for_manifest(str(path)) as session:
+        plan = session.plan()
+        assert plan.empty, [op.key for op in plan.operations]
     planned = _facesync(["plan", str(path)], env=env, timeout=60)
     assert planned.returncode == 0 and "No changes" in planned.stdout, planned.stdout + planned.stderr
 
@@ -244,8 +246,9 @@ def test_export_group_fragment_and_user_refusals(tmp_path):
     assert set(yaml.safe_load(done.stdout)) == {"groups"} and "Exported 1 group," in done.stderr
     (tmp_path / "true.yaml").write_text(done.stdout)
     (tmp_path / "faceset.yaml").write_text(f"version: 1\ntarget: 'local:{db}'\ninclude: [true.yaml]\n")
-    with plan_manifest(str(tmp_path / "faceset.yaml")) as run:
-        assert run.plan.empty, [op.key for op in run.plan.operations]
+    with Session.for_manifest(str(tmp_path / "faceset.yaml")) as session:
+        plan = session.plan()
+        assert plan.empty, [op.key for op in plan.operations]
 
     for user, message in [("staff", "expected GROUP/USER"), ("staff/nobody", "no user nobody in group staff"),
                           ("007/u03", None)]:

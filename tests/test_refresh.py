@@ -139,7 +139,7 @@ def test_progress_bar_and_concurrency_do_not_change_the_answer(library):
 
 def test_user_info_is_read_only_for_users_a_plan_adds_faces_to(tmp_path, serve):
     from facesync.cache import TokenCache
-    from facesync.workflow import plan_desired
+    from facesync.session import Session
 
     db = str(tmp_path / "served.db")
     with LocalLibrary(db) as lib:
@@ -151,13 +151,13 @@ def test_user_info_is_read_only_for_users_a_plan_adds_faces_to(tmp_path, serve):
     in_sync = Desired(groups=(DesiredGroup("staff", (DesiredUser("bob", (face("bob"),)),
                                                      DesiredUser("carol", (face("carol"),))), prune=False),))
     server.reset()
-    assert plan_desired(in_sync, client, TokenCache.in_memory(), progress=False)[2].empty
+    assert Session(client, cache=TokenCache.in_memory(), progress=False).plan(in_sync).empty
     assert "faceset/user/get" not in server.stats()["counters"]  # nobody's user_info is managed or touched
 
     grown = Desired(groups=(DesiredGroup("staff", (DesiredUser("bob", (face("bob"), face("dave"))),
                                                    DesiredUser("carol", (face("carol"),))), prune=False),))
     server.reset()
-    plan = plan_desired(grown, client, TokenCache.in_memory(), progress=False)[2]
+    plan = Session(client, cache=TokenCache.in_memory(), progress=False).plan(grown)
     assert server.stats()["counters"]["faceset/user/get"] == 1  # bob only: the add must send his back
     assert [(op.user_id, op.user_info, op.expects[0].user_info) for op in plan.operations] == [("bob", "Bob", "Bob")]
     client.close()

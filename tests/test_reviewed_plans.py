@@ -390,7 +390,7 @@ def test_removed_faces_are_named_from_the_manifest_and_the_cache(tmp_path):
     from facesync.cache import TokenCache
     from facesync.model import Desired, DesiredGroup, DesiredImage, DesiredUser, ImageKind, Origin
     from facesync.plan.ops import Expect, Operation, OpKind, Plan
-    from facesync.workflow import removed_face_names
+    from facesync.session import removed_face_names
 
     photo = tmp_path / "faces" / "old.png"
     photo.parent.mkdir()

@@ -18,16 +18,21 @@ from facesync.cache import TokenCache
 from facesync.clock import utc_epoch
 from facesync.local.store import LocalLibrary
 from facesync.plan import planfile
+from facesync.session import Session, load_manifest
 from facesync.snapshot import (
     SnapshotError,
     age_text,
     load_snapshot,
-    plan_offline,
     take_snapshot,
     write_snapshot,
 )
-from facesync.workflow import load_desired, plan_manifest
 from tests.support.images import png
+
+
+def plan_offline(manifest: str, snapshot_path: str, **options):
+    """The plan of ``manifest`` against the snapshot, with what was unresolved offline."""
+    with Session.offline(snapshot_path) as session:
+        return session.plan_with_details(manifest, **options)[1]
 
 
 def _facesync(args: list[str], **options) -> subprocess.CompletedProcess:
@@ -62,8 +67,8 @@ def world(tmp_path, monkeypatch):
     path = tmp_path / "faceset.yaml"
     path.write_text(MANIFEST)
     target = f"local:{tmp_path / 'lib.db'}"
-    with plan_manifest(str(path), target=target) as run:
-        assert execute(run.plan, run.library, cache=run.cache).ok
+    with Session(target) as session:
+        assert execute(session.plan(str(path)), session.library, cache=session.cache).ok
     return {"dir": tmp_path, "manifest": str(path), "target": target, "db": str(tmp_path / "lib.db")}
 
 
@@ -83,7 +88,7 @@ def _drift(db: str) -> None:
 
 def _snapshot(world, manifest: str | None, name: str = "live.json") -> str:
     lib = LocalLibrary(world["db"])
-    desired = load_desired(manifest)[0] if manifest else None
+    desired = load_manifest(manifest).desired if manifest else None
     try:
         with TokenCache.for_target(lib.identity) as cache:
             snapshot = take_snapshot(lib, desired, cache)
@@ -121,8 +126,8 @@ def test_offline_plan_equals_online_plan_of_the_same_state(world):
     _drift(world["db"])
     _edit(world, "faces/c2.png]", "faces/c2.png, faces/c3.png]")
     path = _snapshot(world, world["manifest"])
-    with plan_manifest(world["manifest"], target=world["target"]) as run:
-        online = run.plan
+    with Session(world["target"]) as session:
+        online = session.plan(world["manifest"])
     offline = plan_offline(world["manifest"], path).plan
     assert not online.empty
     assert offline.operations == online.operations
@@ -159,8 +164,8 @@ def test_unknown_image_is_planned_as_new_and_the_plan_applies(world, monkeypatch
     planfile.write_plan(result.plan, plan_path)
     done = _facesync(["apply", str(plan_path), "--yes"], timeout=120, env=dict(os.environ))
     assert done.returncode == 0, done.stderr
-    with plan_manifest(world["manifest"], target=world["target"]) as run:
-        assert run.plan.empty
+    with Session(world["target"]) as session:
+        assert session.plan(world["manifest"]).empty
 
 
 def test_apply_refuses_a_snapshot_plan_whose_facts_moved(world):
@@ -280,7 +285,7 @@ def test_snapshot_over_http_plans_offline_as_online(world, serve, monkeypatch):
     assert offline.plan.qps == 10.0
     monkeypatch.setenv("BAIDU_API_KEY", server.api_key)
     monkeypatch.setenv("BAIDU_SECRET_KEY", server.secret_key)
-    with plan_manifest(world["manifest"], target=server.base_url) as run:
-        online = run.plan
+    with Session(server.base_url) as session:
+        online = session.plan(world["manifest"])
     assert offline.plan.operations == online.operations and not online.empty
     assert replace(offline.plan, live_source="", created_at="") == replace(online, live_source="", created_at="")

@@ -6,7 +6,7 @@ import os
 import sys
 
 from facesync.apply import execute
-from facesync.workflow import plan_manifest
+from facesync.session import Session
 from tests.support import images
 
 _opened: list[str] = []
@@ -49,16 +49,18 @@ def test_a_plan_after_apply_opens_no_image_and_calls_no_detect(tmp_path, monkeyp
     monkeypatch.setenv("FACESYNC_CACHE_DIR", str(tmp_path / "cache"))
     manifest = write_manifest(tmp_path)
     target = f"local:{tmp_path / 'library.db'}"
-    with plan_manifest(manifest, target=target) as first:
-        assert first.plan.calls == 6  # 2 groups + 4 faces: building costs one call per face
-        result = execute(first.plan, first.library, cache=first.cache)
+    with Session(target) as first:
+        plan = first.plan(manifest)
+        assert plan.calls == 6  # 2 groups + 4 faces: building costs one call per face
+        result = execute(plan, first.library, cache=first.cache)
         assert result.ok
 
     _opened.clear()
     _watching[0] = True
     try:
-        with plan_manifest(manifest, target=target) as second:
-            plan, stats = second.plan, second.resolve_stats
+        with Session(target) as second:
+            plan, details = second.plan_with_details(manifest)
+            stats = details.resolve_stats
     finally:
         _watching[0] = False
 
@@ -71,15 +73,15 @@ def test_a_changed_image_is_read_again(tmp_path, monkeypatch):
     monkeypatch.setenv("FACESYNC_CACHE_DIR", str(tmp_path / "cache"))
     manifest = write_manifest(tmp_path)
     target = f"local:{tmp_path / 'library.db'}"
-    with plan_manifest(manifest, target=target) as first:
-        assert execute(first.plan, first.library, cache=first.cache).ok
+    with Session(target) as first:
+        assert execute(first.plan(manifest), first.library, cache=first.cache).ok
     (tmp_path / "faces" / "bob.png").write_bytes(images.png(30))  # a new photo under the same name
 
     _opened.clear()
     _watching[0] = True
     try:
-        with plan_manifest(manifest, target=target) as second:
-            plan = second.plan
+        with Session(target) as second:
+            plan = second.plan(manifest)
     finally:
         _watching[0] = False
 

@@ -5,7 +5,7 @@ the answers leave in doubt (verify.py), and ``report_dict`` turns the result int
 ``stale_facts`` checks a saved plan's live facts before it is applied.
 """
 
-from facesync.apply.executor import check_safety, execute
+from facesync.apply.executor import execute
 from facesync.apply.order import dependencies
 from facesync.apply.report import report_dict
 from facesync.apply.results import ALREADY, DONE, FAILED, OUTCOMES, SKIPPED, ApplyResult, OpResult
@@ -14,5 +14,5 @@ from facesync.apply.verify import VERIFY_MODES, stale_facts, verify_results, wan
 __all__ = [
     "ALREADY", "DONE", "FAILED", "OUTCOMES", "SKIPPED", "VERIFY_MODES",
     "ApplyResult", "OpResult",
-    "check_safety", "dependencies", "execute", "report_dict", "stale_facts", "verify_results", "wanted_state",
+    "dependencies", "execute", "report_dict", "stale_facts", "verify_results", "wanted_state",
 ]

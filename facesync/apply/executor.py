@@ -48,9 +48,8 @@ from facesync.api.protocol import FaceLibrary, Image, iter_group_ids
 from facesync.apply.order import dependencies, subject_of
 from facesync.apply.results import ALREADY, DONE, FAILED, OUTCOMES, SKIPPED, ApplyResult, OpResult
 from facesync.apply.verify import VERIFY_MODES, verify_results
-from facesync.errors import PlanRefusedError
 from facesync.logs import redact
-from facesync.model import ImageKind, is_lock_group
+from facesync.model import ImageKind
 from facesync.plan.ops import FaceSource, Operation, OpKind, Plan
 
 log = logging.getLogger(__name__)
@@ -80,23 +79,6 @@ class _NotAsWanted(Exception):
     """An "already" answer whose check showed the library does not hold what was wanted."""
 
 
-def check_safety(plan: Plan, protected_groups: Iterable[str] = ()) -> None:
-    """Refuse a plan that deletes a protected group or touches the lock group, whatever its origin."""
-    protected = set(protected_groups) | set(plan.protected_groups)
-    reasons = []
-    for op in plan.operations:
-        if op.kind is OpKind.DELETE_GROUP and op.group_id in protected:
-            reasons.append(f"the plan deletes the protected group {op.group_id}")
-        for group_id in (op.group_id, op.src_group_id):
-            if group_id and is_lock_group(group_id):
-                reasons.append(f"the plan touches facesync's lock group {group_id} ({op.kind.value})")
-    if reasons:
-        raise PlanRefusedError(
-            "refusing to apply: " + "; ".join(reasons),
-            hint="protected groups are never deleted; remove the group from the protected list first",
-        )
-
-
 def execute(
     plan: Plan,
     library: FaceLibrary,
@@ -120,7 +102,9 @@ def execute(
     """
     if verify not in VERIFY_MODES:
         raise ValueError(f"verify must be one of {VERIFY_MODES}, not {verify!r}")
-    check_safety(plan, protected_groups)
+    refusal = plan.refusal(protected_groups, threshold=False)  # the threshold is the caller's: --force
+    if refusal is not None:
+        raise refusal
     started = time.monotonic()
     run = _Run(plan, library, concurrency=max(1, concurrency), progress=progress, on_result=on_result,
                cache=cache)

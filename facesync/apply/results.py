@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from facesync.plan.ops import Operation
+from facesync.plan.ops import Operation, Plan
 
 DONE, ALREADY, FAILED, SKIPPED = "done", "already", "failed", "skipped"
 OUTCOMES = (DONE, ALREADY, FAILED, SKIPPED)
@@ -31,6 +31,11 @@ class OpResult:
 
 @dataclass(frozen=True)
 class ApplyResult:
+    """What an apply did: one ``OpResult`` per operation of ``plan``, and what verification found.
+
+    ``ok`` is True only when every operation succeeded, the run was not stopped and the read-back agrees.
+    """
+
     results: tuple[OpResult, ...]  # one per operation, in plan order
     stopped: str | None = None  # why the run stopped early (quota, credentials, interrupted)
     problems: tuple[str, ...] = ()  # what verification found not as the plan wanted
@@ -41,6 +46,7 @@ class ApplyResult:
     verify_calls: int = 0
     totals: dict = field(default_factory=dict)
     interrupted: bool = False  # Ctrl-C: the caller reports, then re-raises
+    plan: Plan | None = None  # the plan that ran, its safety as counted for this run
 
     @property
     def ok(self) -> bool:

@@ -27,19 +27,17 @@ manifest only: a plan file was reviewed already, as with ``terraform apply PLAN`
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import sys
-from dataclasses import replace
 
 import click
 
-from facesync import apply as executor
 from facesync import metrics
 from facesync import progress as progress_bars
 from facesync.api.errors import AuthError, FaceExistsError, QuotaExhaustedError, kind_of
+from facesync.apply import VERIFY_MODES
 from facesync.apply.report import Verification, verification
+from facesync.apply.results import ALREADY, DONE, FAILED, SKIPPED, ApplyResult, OpResult
 from facesync.commands.options import (
     concurrency_option,
     group_option,
@@ -49,20 +47,10 @@ from facesync.commands.options import (
     use_color,
     user_option,
 )
-from facesync.errors import (
-    EXIT_OK,
-    ApplyFailedError,
-    ConfigError,
-    FacesyncError,
-    PlanRefusedError,
-    PlanStaleError,
-)
-from facesync.files import write_atomically
-from facesync.lock import library_lock
+from facesync.errors import EXIT_OK, ApplyFailedError, ConfigError, FacesyncError
 from facesync.logs import redact
-from facesync.model import Desired, ImageKind
 from facesync.plan.ops import Plan
-from facesync.targets import TargetSpec, choose_target, open_target, parse_target
+from facesync.session import Session, load_plan_file
 from facesync.words import counted
 
 SHOWN_FAILURES = 20
@@ -79,7 +67,7 @@ SHOWN_FAILURES = 20
               help="Write every operation's outcome, error and log_id, and the totals, as JSON.")
 @group_option("Apply")
 @user_option("Apply")
-@click.option("--verify", type=click.Choice(executor.VERIFY_MODES), default="quick", show_default=True,
+@click.option("--verify", type=click.Choice(VERIFY_MODES), default="quick", show_default=True,
               help="Read back afterwards: quick, what the answers leave in doubt; full, every touched user.")
 @click.option("--lock-timeout", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="SECONDS",
               help="Wait up to SECONDS for another apply's lock on the library.")
@@ -112,8 +100,14 @@ def command(ctx: click.Context, source: str, target: str | None, yes: bool, forc
         if groups or users:
             raise ConfigError("--group and --user cannot narrow a saved plan: it is applied exactly",
                               hint="make a narrowed plan with facesync plan --group/--user --out PLAN.json")
-        return _apply_plan_file(text, target, qps, options)
-    return _apply_manifest(source, target, qps, groups, users, options)
+        saved = load_plan_file(text, chdir=chdir)
+        for notice in saved.notices:
+            click.echo(notice, err=True)
+        with Session.for_plan(saved, target, qps=qps, concurrency=concurrency) as session:
+            return _apply(session, None, options)
+    with Session.for_manifest(source, target, groups=groups, users=users, qps=qps,
+                              concurrency=concurrency) as session:
+        return _apply(session, session.manifest, options)
 
 
 class _Options:
@@ -143,181 +137,36 @@ def _plan_text(path: str) -> str | None:
     return text if isinstance(data, dict) and "format_version" in data else None
 
 
-# ---- the two inputs --------------------------------------------------------------------------------
+def _apply(session: Session, source, options: _Options) -> int:
+    """Apply ``source`` (a manifest's path, or None: the session's saved plan), showing and reporting."""
+    total = {"n": 0, "seen": 0, "failed": 0}
+    plain = not options.quiet and not progress_bars.wanted()  # no bar: a line every tenth of the work
 
+    def show(plan: Plan) -> None:
+        from facesync.plan.render import render_text
 
-def _apply_manifest(path: str, target: str | None, qps: float | None, groups: tuple[str, ...],
-                    users: tuple[str, ...], options: _Options) -> int:
-    from facesync.workflow import close_library, estimate_qps, load_desired, open_cache, plan_desired
+        total["n"] = len(plan.operations)
+        metrics.observe_plan(plan)
+        text = render_text(plan, color=options.color)
+        click.echo(text, nl=not text.endswith("\n"))
 
-    desired, _warnings = load_desired(path, groups=groups, users=users, opens_target=True, target=target)
-    spec = choose_target(target, desired.target)
-    library = open_target(spec, qps=qps, concurrency=options.concurrency)
-    try:
-        with library_lock(spec, library, timeout=options.lock_timeout, break_lock=options.break_lock):
-            cache = open_cache(library)
-            try:
-                _resolved, _live, plan, _stats = plan_desired(
-                    desired, library, cache, qps=estimate_qps(spec, qps), concurrency=options.concurrency,
-                    force=options.force)
-                _show(plan, options)
-                if plan.empty:
-                    return EXIT_OK
-                _refuse_unsafe(plan, options)
-                _confirm(options)
-                return _run(plan, library, cache, spec, options, desired.policy.protected_groups)
-            finally:
-                cache.close()
-    finally:
-        close_library(library)
+    def on_result(result: OpResult) -> None:
+        total["seen"] += 1
+        if result.outcome == FAILED:
+            total["failed"] += 1
+            if not options.quiet:
+                click.echo(f"apply: FAILED {_describe(result)}", err=True)
+        every = max(10, min(100, total["n"] // 10))
+        if plain and (total["seen"] % every == 0 or total["seen"] == total["n"]):
+            click.echo(f"apply: {total['seen']}/{total['n']} operations ({total['failed']} failed)", err=True)
 
-
-def _apply_plan_file(text: str, target: str | None, qps: float | None, options: _Options) -> int:
-    from facesync.plan import planfile, trust
-    from facesync.workflow import close_library, open_cache
-
-    plan = planfile.load_plan(text)
-    plan, desired = _find_files(plan, options.chdir)
-    spec = _plan_target(plan, target)
-    library = open_target(spec, qps=qps, concurrency=options.concurrency)
-    try:
-        if plan.target and plan.target != library.identity:
-            raise PlanStaleError(
-                f"this plan was made for {plan.target}, not for {library.identity}",
-                hint="apply it to the library it was made for (--target), or make a new plan for this one",
-            )
-        with library_lock(spec, library, timeout=options.lock_timeout, break_lock=options.break_lock):
-            moved = executor.stale_facts(plan, library, concurrency=options.concurrency)
-            if moved:
-                shown = "\n".join(f"  - {line}" for line in moved[:50])
-                more = f"\n  ... and {len(moved) - 50} more" if len(moved) > 50 else ""
-                raise PlanStaleError(f"the library has changed since this plan was made:\n{shown}{more}",
-                                     hint="make a new plan (facesync plan MANIFEST --out PLAN.json) and review it")
-            live_users = trust.read_scope(plan, desired, library, concurrency=options.concurrency)
-            plan = replace(plan, safety=trust.recount_safety(plan, live_users, desired, force=options.force))
-            _show(plan, options)
-            if plan.empty:
-                return EXIT_OK
-            _refuse_unsafe(plan, options)
-            cache = open_cache(library)
-            try:
-                return _run(plan, library, cache, spec, options, trust.protected_groups(plan, desired))
-            finally:
-                cache.close()
-    finally:
-        close_library(library)
-
-
-def _find_files(plan: Plan, chdir: str | None) -> tuple[Plan, Desired | None]:
-    """The plan with its images found (and checked) in this checkout, then the manifest beside them when
-    it is there; refuses, before anything is opened or written, when an image is missing or differs."""
-    from facesync import manifest
-    from facesync.cache import FileHashes
-    from facesync.checkout import apply_roots
-    from facesync.plan import planfile
-    from facesync.plan.uploads import bind, find_checkout
-    from facesync.workflow import file_hasher
-
-    @functools.lru_cache(maxsize=2)  # the folder the plan was made in is read once to check its digest
-    def load(path: str) -> Desired:
-        return manifest.load(path, hash_images=False).desired
-
-    found = find_checkout(plan, apply_roots(chdir, plan.planned_in), lambda path: load(path).digest)
-    if any(op.face is not None and op.face.kind is ImageKind.FILE for op in plan.operations):
-        click.echo(f"Images: paths in the plan are relative to {found.base}, the manifest's folder in "
-                   f"{found.root.describe()}.", err=True)
-    hashes = FileHashes.default()
-    try:
-        plan = bind(plan, found.base, file_hasher(hashes))
-    finally:
-        hashes.close()
-    library = planfile.local_target_in(plan.target, plan.planned_in, found.root.path)
-    if library is not None:
-        if not found.manifest:
-            raise ConfigError(f"the plan's library {library[1]} is relative to the folder it was made in, and "
-                              "no folder here holds the plan's manifest",
-                              hint="apply in a checkout of that folder (or --chdir DIR), or pass --target")
-        click.echo(f"Library: {library[0]}, the plan's {library[1]} in {found.root.describe()}.", err=True)
-        plan = replace(plan, target=library[0])
-    return plan, load(found.manifest) if found.manifest else None
-
-
-def _plan_target(plan: Plan, flag: str | None) -> TargetSpec:
-    """--target, FACESYNC_TARGET, else the library the plan names (its identity starts with the target),
-    if that is a local library or Baidu: a plan file is text anyone may have edited, so it never sends
-    credentials to a server nobody chose outside it."""
-    if flag or os.environ.get("FACESYNC_TARGET"):
-        return choose_target(flag)
-    recorded = (plan.target or "").split(" ")[0]
-    if not recorded:
-        raise ConfigError("the plan names no target", hint="pass --target")
-    spec = parse_target(recorded)
-    if not (spec.is_local or spec.is_baidu):
-        shown = recorded if recorded.isprintable() else repr(recorded)
-        raise ConfigError(f"the plan names the target {shown}: facesync sends credentials only to Baidu or "
-                          "to a server chosen outside the plan file",
-                          hint=f"if you trust that server, choose it yourself: --target {shown} "
-                               f"(or FACESYNC_TARGET={shown})")
-    return spec
-
-
-# ---- the steps -------------------------------------------------------------------------------------
-
-
-def _show(plan: Plan, options: _Options) -> None:
-    from facesync.plan.render import render_text
-
-    metrics.observe_plan(plan)
-    text = render_text(plan, color=options.color)
-    click.echo(text, nl=not text.endswith("\n"))
-
-
-def _refuse_unsafe(plan: Plan, options: _Options) -> None:
-    if plan.safety.unsafe and not options.force:
-        raise PlanRefusedError(
-            "refusing an unsafe plan: " + "; ".join(plan.safety.reasons),
-            hint="check that the manifest is complete; if these deletions are wanted, pass --force",
-        )
-
-
-def _confirm(options: _Options) -> None:
-    if options.yes:
-        return
-    if not sys.stdin.isatty():
-        raise FacesyncError(
-            "refusing to apply without confirmation: standard input is not a terminal",
-            hint="review the plan above, then pass --yes (or save it with facesync plan --out PLAN.json "
-                 "and apply that file)",
-        )
-    click.echo("\nApply these changes? Only 'yes' will be accepted to approve.")
-    answer = click.prompt("  Enter a value", default="", show_default=False, prompt_suffix=": ")
-    if answer.strip() != "yes":
-        raise FacesyncError("Apply cancelled: nothing was changed.")
-
-
-def _run(plan: Plan, library, cache, spec: TargetSpec, options: _Options, protected) -> int:
-    total = len(plan.operations)
-    every = max(10, min(100, total // 10))
-    seen = {"n": 0, "failed": 0}
-
-    with progress_bars.progress("Applying", total=total) as bar:
-        def on_result(result: executor.OpResult) -> None:
-            seen["n"] += 1
-            if result.outcome == executor.FAILED:
-                seen["failed"] += 1
-                if not options.quiet:
-                    click.echo(f"apply: FAILED {_describe(result)}", err=True)
-            if not bar.visible and not options.quiet and (seen["n"] % every == 0 or seen["n"] == total):
-                click.echo(f"apply: {seen['n']}/{total} operations ({seen['failed']} failed)", err=True)
-
-        result = executor.execute(plan, library, concurrency=options.concurrency, progress=bar,
-                                  on_result=on_result, cache=cache, protected_groups=protected,
-                                  verify=options.verify)
+    result = session.apply(source, force=options.force, verify=options.verify, lock_timeout=options.lock_timeout,
+                           break_lock=options.break_lock, on_plan=show,
+                           confirm=None if source is None else _confirm(options), on_result=on_result,
+                           report=options.report_path)
+    if result.plan is None or result.plan.empty:
+        return EXIT_OK
     metrics.observe_apply(result)
-    if options.report_path:
-        report = executor.report_dict(result, target=library.identity, plan=plan, verify=options.verify)
-        write_atomically(options.report_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-                         what="report")
     _summarise(result, options.verify)
     if result.interrupted:
         raise KeyboardInterrupt
@@ -326,10 +175,10 @@ def _run(plan: Plan, library, cache, spec: TargetSpec, options: _Options, protec
                                hint=_stop_hint(result))
     if not result.ok:
         parts = []
-        if result.count(executor.FAILED):
-            parts.append(f"{counted(result.count(executor.FAILED), 'operation')} failed")
-        if result.count(executor.SKIPPED):
-            parts.append(f"{result.count(executor.SKIPPED)} skipped")
+        if result.count(FAILED):
+            parts.append(f"{counted(result.count(FAILED), 'operation')} failed")
+        if result.count(SKIPPED):
+            parts.append(f"{result.count(SKIPPED)} skipped")
         if result.problems:
             parts.append(f"verification found {counted(len(result.problems), 'problem')}")
         raise ApplyFailedError("apply incomplete: " + ", ".join(parts),
@@ -337,7 +186,25 @@ def _run(plan: Plan, library, cache, spec: TargetSpec, options: _Options, protec
     return EXIT_OK
 
 
-def _describe(result: executor.OpResult) -> str:
+def _confirm(options: _Options):
+    """Ask for 'yes' on a terminal (not with --yes); refuse without one."""
+    def confirm(plan: Plan) -> bool:
+        if options.yes:
+            return True
+        if not sys.stdin.isatty():
+            raise FacesyncError(
+                "refusing to apply without confirmation: standard input is not a terminal",
+                hint="review the plan above, then pass --yes (or save it with facesync plan --out PLAN.json "
+                     "and apply that file)",
+            )
+        click.echo("\nApply these changes? Only 'yes' will be accepted to approve.")
+        answer = click.prompt("  Enter a value", default="", show_default=False, prompt_suffix=": ")
+        return answer.strip() == "yes"
+
+    return confirm
+
+
+def _describe(result: OpResult) -> str:
     op = result.operation
     where = f"{op.group_id}/{op.user_id}" if op.user_id is not None else op.group_id
     subject = ""
@@ -351,11 +218,11 @@ def _describe(result: executor.OpResult) -> str:
     return redact(text)
 
 
-def _summarise(result: executor.ApplyResult, verify: str) -> None:
+def _summarise(result: ApplyResult, verify: str) -> None:
     rate = result.calls / result.duration_s if result.duration_s > 0 else 0.0
     click.echo(f"\nApply {'complete' if result.ok else 'finished with problems'}: "
-               f"{result.count(executor.DONE)} done, {result.count(executor.ALREADY)} already done, "
-               f"{result.count(executor.FAILED)} failed, {result.count(executor.SKIPPED)} skipped "
+               f"{result.count(DONE)} done, {result.count(ALREADY)} already done, "
+               f"{result.count(FAILED)} failed, {result.count(SKIPPED)} skipped "
                f"({counted(len(result.results), 'operation')}, {counted(result.calls, 'call')} in {result.duration_s:.1f} s, "
                f"{rate:.1f} calls/s).")
     failures = result.failures
@@ -368,7 +235,7 @@ def _summarise(result: executor.ApplyResult, verify: str) -> None:
     _say_what_was_verified(verification(result, verify), result)
 
 
-def _say_what_was_verified(checked: Verification, result: executor.ApplyResult) -> None:
+def _say_what_was_verified(checked: Verification, result: ApplyResult) -> None:
     """Never "verified" about the whole plan unless every operation ran and the read-back agrees."""
     reads = f"{counted(result.verify_calls, 'read')} in {result.verify_s:.1f} s"
     if checked.problems:
@@ -391,7 +258,7 @@ def _say_what_was_verified(checked: Verification, result: executor.ApplyResult) 
         click.echo(f"Not verified: {checked.reason}; nothing was read back.")
 
 
-def _stop_hint(result: executor.ApplyResult) -> str:
+def _stop_hint(result: ApplyResult) -> str:
     for failure in result.failures:
         kind = kind_of(failure.error_code or 0)
         if issubclass(kind, QuotaExhaustedError):

@@ -16,11 +16,9 @@ import click
 
 from facesync.commands.options import concurrency_option, qps_option, target_option
 from facesync.errors import EXIT_OK
-from facesync.export import export_fragment, export_manifest
 from facesync.files import atomic_output
-from facesync.targets import ERROR, choose_target, manifest_target_problem, open_target
+from facesync.session import Session
 from facesync.words import counted
-from facesync.workflow import close_library
 
 log = logging.getLogger(__name__)
 
@@ -52,24 +50,13 @@ def command(target: str | None, groups: tuple[str, ...], users: tuple[str, ...],
     """
     if out == "-":
         out = None
-    spec = choose_target(target)
-    library = open_target(spec, qps=qps, concurrency=concurrency, if_missing=ERROR)
-    def export(handle):
-        if fragment or users:
-            return export_fragment(library, handle, groups=groups, users=users, concurrency=concurrency)
-        # a manifest may name only a target plan accepts from it: another server is left to --target
-        written = spec.text if manifest_target_problem(spec.text) is None else None
-        return export_manifest(library, handle, target=written, groups=groups, concurrency=concurrency)
-
-    try:
+    with Session(target, qps=qps, concurrency=concurrency, if_missing="error") as session:
         if out:
             with atomic_output(out, what="manifest") as handle:
-                stats = export(handle)
+                stats = session.export(handle, groups=groups, users=users, fragment=fragment)
         else:
-            stats = export(sys.stdout)
+            stats = session.export(sys.stdout, groups=groups, users=users, fragment=fragment)
             sys.stdout.flush()
-    finally:
-        close_library(library)
     where = f" to {out}" if out else ""
     click.echo(f"Exported {counted(stats.groups, 'group')}, {counted(stats.users, 'user')}, "
                f"{counted(stats.faces, 'face')}{where}.", err=True)

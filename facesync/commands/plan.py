@@ -30,7 +30,7 @@ from facesync.errors import EXIT_CHANGES, EXIT_OK, EXIT_UNSAFE, ConfigError
 from facesync.plan import planfile
 from facesync.plan.ops import Plan
 from facesync.plan.render import render
-from facesync.workflow import plan_manifest
+from facesync.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 def exit_code(plan: Plan, detailed: bool) -> int:
     if not detailed or plan.empty:
         return EXIT_OK
-    if plan.safety.unsafe and not plan.safety.forced:
+    if plan.refusal() is not None:
         return EXIT_UNSAFE
     return EXIT_CHANGES
 
@@ -85,13 +85,12 @@ def command(manifest_path: str, target: str | None, fmt: str, out: str | None, d
         if target:
             raise ConfigError("--target and --live do not go together",
                               hint="a snapshot plan is always for the library the snapshot was taken of")
-        from facesync.snapshot import plan_offline
-
-        plan = plan_offline(manifest_path, live_path, groups=groups, users=users, qps=qps).plan
+        with Session.offline(live_path) as session:
+            plan = session.plan(manifest_path, groups=groups, users=users, qps=qps)
     else:
-        with plan_manifest(manifest_path, target=target, qps=qps, concurrency=concurrency, groups=groups,
-                           users=users) as run:
-            plan = run.plan
+        with Session.for_manifest(manifest_path, target, groups=groups, users=users, qps=qps,
+                                  concurrency=concurrency, if_missing="empty") as session:
+            plan = session.plan()
     metrics.observe_plan(plan)
     text = render(plan, fmt, color=use_color(no_color))
     click.echo(text, nl=not text.endswith("\n"))
@@ -100,7 +99,7 @@ def command(manifest_path: str, target: str | None, fmt: str, out: str | None, d
         where = (f"; its image paths are relative to the folder of {plan.manifest} in {plan.planned_in}"
                  if plan.manifest else "")
         click.echo(f"Saved the plan to {out}{where}. Apply exactly it with: facesync apply {out}", err=True)
-    if plan.safety.unsafe and not plan.safety.forced and fmt != "text":  # the text plan says it already
+    if plan.refusal() is not None and fmt != "text":  # the text plan says it already
         log.warning("this plan is unsafe (%s): apply will refuse it without --force",
                     "; ".join(plan.safety.reasons))
     return exit_code(plan, detailed_exitcode)

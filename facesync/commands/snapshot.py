@@ -12,10 +12,9 @@ import click
 
 from facesync.commands.options import concurrency_option, qps_option, target_option
 from facesync.errors import EXIT_OK
-from facesync.snapshot import take_snapshot, write_snapshot
-from facesync.targets import ERROR, choose_target, open_target
+from facesync.session import Session
+from facesync.snapshot import write_snapshot
 from facesync.words import counted
-from facesync.workflow import close_library, load_desired, open_cache
 
 
 @click.command("snapshot")
@@ -33,17 +32,13 @@ def command(manifest_path: str | None, target: str | None, out: str, qps: float 
       facesync snapshot faceset.yaml --target baidu --out live.json   # with credentials
       facesync plan faceset.yaml --live live.json                      # later, without any
     """
-    desired = load_desired(manifest_path, opens_target=True, target=target)[0] if manifest_path else None
-    spec = choose_target(target, desired.target if desired is not None else None)
-    library = open_target(spec, qps=qps, concurrency=concurrency, if_missing=ERROR)
-    try:
-        cache = open_cache(library)
-        try:
-            snapshot = take_snapshot(library, desired, cache, concurrency=concurrency)
-        finally:
-            cache.close()
-    finally:
-        close_library(library)
+    options = {"qps": qps, "concurrency": concurrency, "if_missing": "error"}
+    if manifest_path:
+        with Session.for_manifest(manifest_path, target, **options) as session:
+            snapshot = session.snapshot()
+    else:
+        with Session(target, **options) as session:
+            snapshot = session.snapshot(whole=True)
     write_snapshot(snapshot, out)
     live = snapshot.live
     users = sum(len(group.users) for group in live.groups.values())

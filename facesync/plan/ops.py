@@ -8,12 +8,13 @@ so that a saved plan can be checked against the library before it is applied.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
 from facesync.api.protocol import Endpoint
-from facesync.model import ImageKind
+from facesync.errors import PlanRefusedError
+from facesync.model import ImageKind, is_lock_group
 
 
 class OpKind(str, Enum):
@@ -157,3 +158,30 @@ class Plan:
     def estimated_seconds(self, qps: float | None) -> float | None:
         """Time the calls take at ``qps`` (None: no limit, no estimate)."""
         return self.calls / qps if qps else None
+
+    def refusal(self, protected_groups: Iterable[str] = (), *, threshold: bool = True) -> PlanRefusedError | None:
+        """Why this plan must not be applied, or None: the one safety rule, for plan, apply and the executor.
+
+        Deleting more than the policy's share of what exists is refused unless the plan's safety was
+        counted with force (``plan --force``, or ``apply --force`` counting it again); ``threshold=False``
+        leaves that check to the caller. Deleting a protected group (the plan's, plus
+        ``protected_groups``) or touching facesync's lock group is refused whatever force says."""
+        if threshold and self.safety.unsafe and not self.safety.forced:
+            return PlanRefusedError(
+                "refusing an unsafe plan: " + "; ".join(self.safety.reasons),
+                hint="check that the manifest is complete; if these deletions are wanted, pass --force",
+            )
+        protected = set(protected_groups) | set(self.protected_groups)
+        reasons = []
+        for op in self.operations:
+            if op.kind is OpKind.DELETE_GROUP and op.group_id in protected:
+                reasons.append(f"the plan deletes the protected group {op.group_id}")
+            for group_id in (op.group_id, op.src_group_id):
+                if group_id and is_lock_group(group_id):
+                    reasons.append(f"the plan touches facesync's lock group {group_id} ({op.kind.value})")
+        if reasons:
+            return PlanRefusedError(
+                "refusing to apply: " + "; ".join(reasons),
+                hint="protected groups are never deleted; remove the group from the protected list first",
+            )
+        return None

@@ -16,7 +16,7 @@ faster machine changes them little. What each scenario does:
    0.5 s and retrying on error 18 as a typical script does.
 3. ``make_plan`` alone on 10K, 100K and 1M faces (a subprocess each; best of 3 runs; peak memory by
    tracemalloc above the inputs) and DeepDiff on the same data for 20,000 users.
-4. a second ``plan`` (in-process, ``workflow.plan_manifest``) with unchanged images: detect calls
+4. a second ``plan`` (in-process, ``Session.plan``) with unchanged images: detect calls
    (server) and image bytes read (``ResolveStats``).
 5. ``facesync.manifest.load`` of a 100,000-user manifest (20,000 with --quick), without and with
    hashing the images (a subprocess each: time and the process's peak RSS).
@@ -301,7 +301,7 @@ def scenario_planner(settings: Settings) -> list[Row]:
 # ---- 4. a second plan with unchanged images -------------------------------------------------------------
 
 def scenario_second_plan(settings: Settings) -> list[Row]:
-    from facesync.workflow import plan_manifest
+    from facesync.session import Session
 
     spec = LibrarySpec(groups=2, users_per_group=150, faces_min=1, faces_max=3, shared=0.1, user_info=True, seed=4)
     root = settings.workdir / "s4"
@@ -312,12 +312,14 @@ def scenario_second_plan(settings: Settings) -> list[Row]:
     os.environ.update(BAIDU_API_KEY=API_KEY, BAIDU_SECRET_KEY=SECRET_KEY, FACESYNC_CACHE_DIR=str(root / "cache"))
     try:
         with serving(db) as server:
-            with plan_manifest(str(manifest), target=server.base_url, qps=float(PLAN_QPS), progress=False) as first:
-                first_stats, first_ops = first.resolve_stats, len(first.plan.operations)
+            with Session(server.base_url, qps=float(PLAN_QPS), progress=False) as first:
+                plan, details = first.plan_with_details(str(manifest))
+                first_stats, first_ops = details.resolve_stats, len(plan.operations)
             first_detects = server.stats()["counters"].get("detect", 0)
             server.reset()
-            with plan_manifest(str(manifest), target=server.base_url, qps=float(PLAN_QPS), progress=False) as second:
-                stats, ops = second.resolve_stats, len(second.plan.operations)
+            with Session(server.base_url, qps=float(PLAN_QPS), progress=False) as second:
+                plan, details = second.plan_with_details(str(manifest))
+                stats, ops = details.resolve_stats, len(plan.operations)
             detects = server.stats()["counters"].get("detect", 0)
     finally:
         for key, value in saved.items():
@@ -327,7 +329,7 @@ def scenario_second_plan(settings: Settings) -> list[Row]:
                 os.environ[key] = value
     if ops != first_ops:
         raise RuntimeError(f"the second plan differs from the first ({ops} vs {first_ops} operations)")
-    command = f"{RUN} --only 4 → `workflow.plan_manifest(faceset.yaml, target=URL)` twice"
+    command = f"{RUN} --only 4 → `Session(URL).plan(faceset.yaml)` twice"
     context = (f"{ops} operations planned; first plan: {first_detects} detect, "
                f"{first_stats.bytes_read} bytes read for {first_stats.images} images")
     return [
