@@ -81,6 +81,7 @@ class Policy:
     A plan deleting more than ``max_delete_share`` of what exists, once at least ``delete_threshold_min``
     things exist, is refused unless forced (octoDNS's rule). Protected groups are never deleted.
     ``delete_unlisted_groups``: groups of the library that the manifest does not name are deleted.
+    ``refresh``: how plan and apply read the library when no ``--refresh`` is given (``incremental.py``).
     """
 
     prune: bool = True
@@ -88,6 +89,7 @@ class Policy:
     max_delete_share: float = 0.3
     delete_threshold_min: int = 10
     protected_groups: frozenset[str] = frozenset()
+    refresh: str = "full"
 
 
 @dataclass(frozen=True, slots=True)

@@ -405,6 +405,7 @@ class Expansion:
             max_delete_share=float(settings.get("max_delete_share", 0.3)),
             delete_threshold_min=settings.get("delete_threshold_min", 10),
             protected_groups=frozenset(protected),
+            refresh=settings.get("refresh", "full"),
         )
         members: dict[str, list[DesiredUser]] = {group_id: [] for group_id in self.groups}
         for entry in self.entries:
