@@ -39,8 +39,10 @@ from pathlib import Path
 from facesync import progress as progress_bars
 from facesync.api.protocol import FaceLibrary, iter_group_ids
 from facesync.apply.results import DONE, OpResult
+from facesync.apply.verify import stale_facts
 from facesync.cache import TokenCache
 from facesync.clock import utc_text
+from facesync.errors import PlanStaleError
 from facesync.model import Desired, Live, LiveGroup, LiveUser, is_lock_group, is_own_group
 from facesync.plan.effects import user_effect
 from facesync.plan.ops import OpKind, Plan
@@ -410,6 +412,20 @@ class Tracked:
             return set(), set()
         return trusted_dependencies(self.plan, self.fresh, self.fresh_info or ())
 
+    def check_before_write(self, library: FaceLibrary, *, concurrency: int = 8) -> None:
+        """Before the first write of the plan: every fact an operation depends on was read in this run.
+        The incremental refresh guarantees it; should one have come from the state all the same, every
+        fact is checked against the library, and ``PlanStaleError`` raised if one moved, as for a
+        reviewed plan file."""
+        faces, infos = self.unread_dependencies()
+        if not faces and not infos:
+            return
+        moved = stale_facts(self.plan, library, concurrency=concurrency)
+        if moved:
+            shown = "\n".join(f"  - {line}" for line in moved[:50])
+            raise PlanStaleError(f"the state this plan trusted is out of date:\n{shown}",
+                                 hint="apply again: it reads these users afresh (or use --refresh full)")
+
     def record_apply(self, results: Iterable[OpResult]) -> None:
         """Record into the state what an apply of ``plan`` wrote (see ``observe_apply``)."""
         entries = entry_digests(self.desired)
@@ -449,6 +465,15 @@ def plan_tracked(desired: Desired, library: FaceLibrary, cache: TokenCache, *,
     users = {uid for group in live.groups.values() for uid in group.users}
     return Tracked(resolved, live, plan, stats, replace(trust, users_read=len(users)), path,
                    dict.fromkeys(users, began))
+
+
+def record_saved_apply(results: Iterable[OpResult], library: FaceLibrary, desired: Desired | None,
+                       checked_at: float, state_file: str | os.PathLike | None = None) -> None:
+    """Record into the state what an apply of a reviewed plan wrote: its facts were checked against the
+    library at ``checked_at`` (``desired``: the manifest beside it, when there is one)."""
+    entries = entry_digests(desired) if desired is not None else None
+    path = Path(state_file) if state_file else default_path(library.identity)
+    record(path, library.identity, observe_apply(results, checked_at, entries))
 
 
 def read_tracked(library: FaceLibrary, desired: Desired, *, mode: str | None = None,

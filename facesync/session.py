@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from facesync.export import ExportStats
+    from facesync.incremental import Tracked, Trust
     from facesync.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,7 @@ class PlanDetails:
     desired: Desired
     live: Live
     resolve_stats: ResolveStats = field(default_factory=ResolveStats)
+    trust: Trust | None = None  # what the live state rests on: users read now, users taken from the state
 
 
 def load_manifest(path: str, *, groups: Iterable[str] = (), users: Iterable[str] = ()) -> Manifest:
@@ -187,7 +190,8 @@ class Session:
 
     def __init__(self, target: str | TargetSpec | FaceLibrary | None = None, *, qps: float | None = None,
                  concurrency: int = 8, if_missing: str = CREATE, progress: bool | None = None,
-                 cache: TokenCache | None = None):
+                 cache: TokenCache | None = None, refresh: str | None = None, state: str | None = None,
+                 audit: int | None = None):
         """Open ``target``: ``local:PATH``, ``baidu`` or a Baidu-compatible ``http(s)://host:port``; None:
         ``FACESYNC_TARGET``, else the default local library. Remote targets read BAIDU_API_KEY and
         BAIDU_SECRET_KEY (and BAIDU_APP_ID, when set, must match). A ``FaceLibrary`` already open is
@@ -197,8 +201,14 @@ class Session:
         ``if_missing``: what a ``local:`` library that does not exist yet becomes: ``"create"``d,
         read as ``"empty"`` until a write creates it, or an ``"error"``. ``progress``: bars on stderr
         (None: when stderr is a terminal). ``cache``: the token cache (default: the library's own).
+
+        ``refresh``: how plans read the library, ``"full"`` or ``"incremental"`` (None: the manifest's
+        ``policy.refresh``); ``state``: the state file plans trust and update, and applies record into
+        (None: the library's own in the cache folder); ``audit``: users an incremental plan reads again
+        for the audit (None: 1 % of them). See ``facesync/incremental.py``.
         """
         self.qps = qps
+        self.refresh, self.state, self.audit = refresh, state, audit
         self.concurrency = concurrency
         self.progress = progress
         self.manifest: Manifest | None = None
@@ -287,7 +297,20 @@ class Session:
     def plan_with_details(self, manifest: str | Manifest | Desired | None = None, *, groups: Iterable[str] = (),
                           users: Iterable[str] = (), force: bool = False) -> tuple[Plan, PlanDetails]:
         """``plan``, with what it was made from (the resolved manifest, the live state, what resolving cost)."""
-        desired = self._manifest(manifest, groups, users).desired
+        tracked = self._plan_tracked(self._manifest(manifest, groups, users).desired, force)
+        return tracked.plan, PlanDetails(tracked.desired, tracked.live, tracked.stats, tracked.trust)
+
+    def _plan_tracked(self, desired: Desired, force: bool) -> Tracked:
+        """The plan, by the session's refresh, with the state read and updated (``incremental.py``)."""
+        from facesync.incremental import plan_tracked
+
+        qps = estimate_qps(self.spec, self.qps)
+        return plan_tracked(desired, self.library, self.cache, mode=self.refresh, state_file=self.state,
+                            audit=self.audit, qps=qps, concurrency=self.concurrency, force=force,
+                            progress=self.progress, plan_full=lambda: self._plan_full(desired, force),
+                            finish=lambda plan, resolved: finish_plan(plan, resolved, self.cache))
+
+    def _plan_full(self, desired: Desired, force: bool) -> tuple[Desired, Live, Plan, ResolveStats]:
         live = refresh(self.library, desired, concurrency=self.concurrency, progress=self.progress)
         resolution = resolve_images(desired, live, self.library, self.cache, concurrency=self.concurrency,
                                     progress=self.progress)
@@ -295,7 +318,7 @@ class Session:
                               concurrency=self.concurrency)
         plan = make_plan(resolution.desired, live, qps=estimate_qps(self.spec, self.qps), force=force)
         plan = finish_plan(plan, resolution.desired, self.cache)
-        return plan, PlanDetails(resolution.desired, live, resolution.stats)
+        return resolution.desired, live, plan, resolution.stats
 
     def _manifest(self, manifest: str | Manifest | Desired | None, groups: Iterable[str],
                   users: Iterable[str]) -> Manifest:
@@ -342,12 +365,18 @@ class Session:
                 f"this plan was made for {saved.plan.target}, not for {self.identity}",
                 hint="apply it to the library it was made for (--target), or make a new plan for this one",
             )
+        from facesync.incremental import record_saved_apply
+
         with library_lock(self.spec, self.library, timeout=lock_timeout, break_lock=break_lock):
             if isinstance(saved, SavedPlan):
+                checked_at = time.time()  # the plan's facts hold from here: what its writes are recorded with
                 plan, protected = self._recheck(saved, force)
+                record = functools.partial(record_saved_apply, library=self.library, desired=saved.desired,
+                                           checked_at=checked_at, state_file=self.state)
             else:
                 manifest = self._manifest(saved, (), ())
-                plan = self.plan(manifest, force=force)
+                tracked = self._plan_tracked(manifest.desired, force)
+                plan, record = tracked.plan, tracked.record_apply
                 protected = manifest.desired.policy.protected_groups
             if on_plan is not None:
                 on_plan(plan)
@@ -358,7 +387,11 @@ class Session:
                 raise refusal
             if confirm is not None and not confirm(plan):
                 raise FacesyncError("Apply cancelled: nothing was changed.")
-            return self._run(plan, protected, verify=verify, on_result=on_result, report=report)
+            if not isinstance(saved, SavedPlan):
+                tracked.check_before_write(self.library, concurrency=self.concurrency)
+            result = self._run(plan, protected, verify=verify, on_result=on_result, report=report)
+            record(result.results)
+            return result
 
     def _recheck(self, saved: SavedPlan, force: bool) -> tuple[Plan, tuple[str, ...]]:
         """The saved plan with its safety counted for this run, after its live facts are checked."""
@@ -391,11 +424,13 @@ class Session:
     def snapshot(self, manifest: str | Manifest | None = None, *, whole: bool = False) -> Snapshot:
         """The live state a plan of ``manifest`` (None: the session's) reads, with its images' face_tokens,
         or with ``whole`` the whole library; for ``Session.offline``."""
+        from facesync.incremental import read_tracked
         from facesync.snapshot import take_snapshot
 
         desired = None if whole else self._manifest(manifest, (), ()).desired
+        read = functools.partial(read_tracked, mode=self.refresh, state_file=self.state, audit=self.audit)
         return take_snapshot(self.library, desired, self.cache, concurrency=self.concurrency,
-                             progress=self.progress)
+                             progress=self.progress, read=read)
 
     def export(self, out: TextIO, *, groups: Iterable[str] = (), users: Iterable[str] = (),
                fragment: bool = False) -> ExportStats:

@@ -31,7 +31,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -100,13 +100,14 @@ class OfflinePlan:
 
 
 def take_snapshot(library: FaceLibrary, desired: Desired | None, cache: TokenCache, *, concurrency: int = 8,
-                  progress: bool | None = None) -> Snapshot:
-    """The library as a plan of ``desired`` reads it (None: the whole library), with its token map."""
+                  progress: bool | None = None, read: Callable[..., Live] = refresh) -> Snapshot:
+    """The library as a plan of ``desired`` reads it (None: the whole library), with its token map.
+    ``read``: how ``desired``'s scope is read (``refresh``, or ``incremental.read_tracked``)."""
     taken_at = utc_now()
     if desired is None:
         live = _read_whole(library, concurrency=concurrency, progress=progress)
         return Snapshot(live, {}, taken_at, library.identity, scope=SCOPE_LIBRARY)
-    live = refresh(library, desired, concurrency=concurrency, progress=progress)
+    live = read(library, desired, concurrency=concurrency, progress=progress)
     resolved = resolve_images(desired, live, library, cache, concurrency=concurrency, progress=progress).desired
     live = read_user_info(library, live, user_info_to_read(resolved, live), concurrency=concurrency)
     tokens: dict[str, str] = {}

@@ -337,3 +337,23 @@ def _image(seed: int):
     from facesync.api.protocol import Image
 
     return Image.from_bytes(images.png(seed))
+
+
+def test_a_fact_taken_from_the_state_is_checked_before_the_first_write(tmp_path, env):
+    from dataclasses import replace
+
+    from facesync.errors import PlanStaleError
+
+    lib, cache, state_file = env
+    built(tmp_path, lib, cache, state_file, users=4)
+    tracked = plan(lib, cache, state_file, write_manifest(tmp_path, 4, info={1: "renamed"}), audit=0)
+    assert [op.user_id for op in tracked.plan.operations] == ["u1"]
+    tracked.check_before_write(lib)  # every fact was read in this run: nothing to check
+    as_if_trusted = replace(tracked, fresh=frozenset(), fresh_info=frozenset())
+    assert as_if_trusted.unread_dependencies() == ({("staff", "u1")}, {"u1"})
+    lib.take()
+    as_if_trusted.check_before_write(lib)  # still true: read again, and the apply may go on
+    assert lib.take()["face_getlist"] == 1
+    lib.user_add("staff", "u1", _image(99), user_info="U1")  # moved since the plan
+    with pytest.raises(PlanStaleError, match="the state this plan trusted is out of date"):
+        as_if_trusted.check_before_write(lib)

@@ -43,6 +43,7 @@ from facesync.commands.options import (
     group_option,
     no_color_option,
     qps_option,
+    refresh_options,
     target_option,
     use_color,
     user_option,
@@ -63,6 +64,7 @@ SHOWN_FAILURES = 20
 @click.option("--force", is_flag=True, help="Apply a plan that deletes more than the policy's safe share.")
 @qps_option
 @concurrency_option
+@refresh_options
 @click.option("--report", "report_path", metavar="FILE", type=click.Path(dir_okay=False), default=None,
               help="Write every operation's outcome, error and log_id, and the totals, as JSON.")
 @group_option("Apply")
@@ -79,7 +81,8 @@ SHOWN_FAILURES = 20
 @metrics.metrics_option("apply", source_param="source")
 @click.pass_context
 def command(ctx: click.Context, source: str, target: str | None, yes: bool, force: bool, qps: float | None,
-            concurrency: int, report_path: str | None, groups: tuple[str, ...], users: tuple[str, ...],
+            concurrency: int, refresh: str | None, state_file: str | None, audit: int | None,
+            report_path: str | None, groups: tuple[str, ...], users: tuple[str, ...],
             verify: str, lock_timeout: float, break_lock: bool, chdir: str | None, no_color: bool) -> int:
     """Make the library match MANIFEST (asks first), or apply a saved PLAN.json exactly.
 
@@ -100,13 +103,16 @@ def command(ctx: click.Context, source: str, target: str | None, yes: bool, forc
         if groups or users:
             raise ConfigError("--group and --user cannot narrow a saved plan: it is applied exactly",
                               hint="make a narrowed plan with facesync plan --group/--user --out PLAN.json")
+        if refresh or audit is not None:
+            raise ConfigError("--refresh and --audit go with a manifest: a saved plan reads no library to plan",
+                              hint="apply PLAN.json checks every fact its operations depend on against the library")
         saved = load_plan_file(text, chdir=chdir)
         for notice in saved.notices:
             click.echo(notice, err=True)
-        with Session.for_plan(saved, target, qps=qps, concurrency=concurrency) as session:
+        with Session.for_plan(saved, target, qps=qps, concurrency=concurrency, state=state_file) as session:
             return _apply(session, None, options)
-    with Session.for_manifest(source, target, groups=groups, users=users, qps=qps,
-                              concurrency=concurrency) as session:
+    with Session.for_manifest(source, target, groups=groups, users=users, qps=qps, concurrency=concurrency,
+                              refresh=refresh, state=state_file, audit=audit) as session:
         return _apply(session, session.manifest, options)
 
 

@@ -29,6 +29,22 @@ no_color_option = click.option(
 )
 
 
+def refresh_options(command):
+    """``--refresh``, ``--state`` and ``--audit``: how the library is read (see facesync/incremental.py)."""
+    command = click.option(
+        "--audit", type=click.IntRange(min=0), default=None, metavar="N",
+        help="Incremental: also read again the N users verified least recently (default: 1% of the "
+             "users, at least 1).")(command)
+    command = click.option(
+        "--state", "state_file", metavar="FILE", type=click.Path(dir_okay=False), default=None,
+        help="The state of the library to trust and update (default: one file per library in the cache "
+             "folder).")(command)
+    return click.option(
+        "--refresh", type=click.Choice(["full", "incremental"]), default=None,
+        help="full: read every managed user; incremental: the group listings, then only the users that "
+             "may have moved since the state. Default: the manifest's policy.refresh, else full.")(command)
+
+
 def group_option(verb: str):
     return click.option("--group", "-g", "groups", metavar="G", multiple=True,
                         help=f"{verb} only this group of the manifest (repeatable).")

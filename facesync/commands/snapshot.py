@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import click
 
-from facesync.commands.options import concurrency_option, qps_option, target_option
-from facesync.errors import EXIT_OK
+from facesync.commands.options import concurrency_option, qps_option, refresh_options, target_option
+from facesync.errors import EXIT_OK, ConfigError
 from facesync.session import Session
 from facesync.snapshot import write_snapshot
 from facesync.words import counted
@@ -24,7 +24,9 @@ from facesync.words import counted
               help="Where to write the snapshot (JSON), for `facesync plan MANIFEST --live FILE`.")
 @qps_option
 @concurrency_option
-def command(manifest_path: str | None, target: str | None, out: str, qps: float | None, concurrency: int) -> int:
+@refresh_options
+def command(manifest_path: str | None, target: str | None, out: str, qps: float | None, concurrency: int,
+            refresh: str | None, state_file: str | None, audit: int | None) -> int:
     """Save the library's live state (of MANIFEST's scope, or all of it) to the --out FILE.
 
     \b
@@ -32,11 +34,15 @@ def command(manifest_path: str | None, target: str | None, out: str, qps: float 
       facesync snapshot faceset.yaml --target baidu --out live.json   # with credentials
       facesync plan faceset.yaml --live live.json                      # later, without any
     """
-    options = {"qps": qps, "concurrency": concurrency, "if_missing": "error"}
+    options = {"qps": qps, "concurrency": concurrency, "if_missing": "error", "refresh": refresh,
+               "state": state_file, "audit": audit}
     if manifest_path:
         with Session.for_manifest(manifest_path, target, **options) as session:
             snapshot = session.snapshot()
     else:
+        if refresh == "incremental" or audit is not None:
+            raise ConfigError("--refresh incremental and --audit need a MANIFEST",
+                              hint="a snapshot of the whole library reads every user")
         with Session(target, **options) as session:
             snapshot = session.snapshot(whole=True)
     write_snapshot(snapshot, out)
