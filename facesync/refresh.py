@@ -64,7 +64,7 @@ def refresh(library: FaceLibrary, desired: Desired, *, concurrency: int = 8,
     with progress_bars.progress("Reading the library", enabled=progress) as bar, \
             ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         bar.add_total(1)
-        group_ids = tuple(group_id for group_id in iter_group_ids(library) if not is_lock_group(group_id))
+        group_ids = listed_group_ids(library)
         bar.advance()
         existing = set(group_ids)
         managed = [group_id for group_id in scope.desired_users if group_id in existing]
@@ -96,6 +96,11 @@ def refresh(library: FaceLibrary, desired: Desired, *, concurrency: int = 8,
              counted(calls, "call"))
     return Live(group_ids=group_ids, groups=groups, identity=library.identity, fetched_at=time.time(),
                 source="refresh")
+
+
+def listed_group_ids(library: FaceLibrary) -> tuple[str, ...]:
+    """The library's group ids (group/getlist) as a plan sees them: facesync's apply locks left out."""
+    return tuple(group_id for group_id in iter_group_ids(library) if not is_lock_group(group_id))
 
 
 def read_user_info(library: FaceLibrary, live: Live, user_ids: frozenset[str] | set[str], *,

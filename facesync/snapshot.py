@@ -37,7 +37,7 @@ from pathlib import Path
 
 from facesync import __version__
 from facesync import progress as progress_bars
-from facesync.api.protocol import FaceLibrary, iter_group_ids
+from facesync.api.protocol import FaceLibrary
 from facesync.cache import TokenCache
 from facesync.clock import utc_epoch, utc_now
 from facesync.errors import FacesyncError
@@ -50,11 +50,10 @@ from facesync.model import (
     Live,
     LiveGroup,
     LiveUser,
-    is_lock_group,
 )
 from facesync.plan.ops import Operation, Plan
 from facesync.plan.planner import make_plan, user_info_to_read
-from facesync.refresh import read_user_info, refresh, scope_of
+from facesync.refresh import listed_group_ids, read_user_info, refresh, scope_of
 from facesync.resolve import resolve_images, resolve_known
 from facesync.targets import estimate_qps, target_of_identity
 from facesync.words import counted
@@ -124,7 +123,7 @@ def take_snapshot(library: FaceLibrary, desired: Desired | None, cache: TokenCac
 
 def _read_whole(library: FaceLibrary, *, concurrency: int, progress: bool | None) -> Live:
     with progress_bars.progress("Reading the library", enabled=progress) as bar:
-        group_ids = tuple(group_id for group_id in iter_group_ids(library) if not is_lock_group(group_id))
+        group_ids = listed_group_ids(library)
         readable = list(group_ids)
         users: dict[str, dict[str, LiveUser]] = {group_id: {} for group_id in readable}
         for event in read_library(library, readable, concurrency=concurrency, bar=bar):
