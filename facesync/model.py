@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from enum import Enum
 
-from facesync.api.protocol import GROUP_ID_MAX_BYTES
+from facesync.api.protocol import GROUP_ID_MAX_BYTES, NO_CONTROL
 
 
 class ImageKind(str, Enum):
@@ -56,8 +56,8 @@ class DesiredUser:
     user_id: str
     images: tuple[DesiredImage, ...]
     user_info: str | None = None
-    quality_control: str = "NONE"
-    liveness_control: str = "NONE"
+    quality_control: str = NO_CONTROL
+    liveness_control: str = NO_CONTROL
     origin: Origin | None = field(default=None, compare=False)
 
 

@@ -56,6 +56,7 @@ from facesync.api.errors import (
 )
 from facesync.api.protocol import (
     API_PATH,
+    NO_CONTROL,
     PAGE_DEFAULT,
     TOKEN_PATH,
     Ack,
@@ -496,12 +497,12 @@ class BaiduClient:
     # -- the FaceLibrary interface -------------------------------------------------------------------
 
     def user_add(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
-                 quality_control: str = "NONE", liveness_control: str = "NONE") -> AddedFace:
+                 quality_control: str = NO_CONTROL, liveness_control: str = NO_CONTROL) -> AddedFace:
         return self._added(Endpoint.USER_ADD, group_id, user_id, image, user_info, quality_control,
                            liveness_control)
 
     def user_update(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
-                    quality_control: str = "NONE", liveness_control: str = "NONE") -> AddedFace:
+                    quality_control: str = NO_CONTROL, liveness_control: str = NO_CONTROL) -> AddedFace:
         return self._added(Endpoint.USER_UPDATE, group_id, user_id, image, user_info, quality_control,
                            liveness_control)
 

@@ -23,6 +23,8 @@ USER_ID_MAX_BYTES_ON_ADD = 128  # user/add alone takes longer user_ids
 USER_INFO_MAX_BYTES = 256
 MAX_FACES_PER_USER = 20  # in one group: "组内每个uid下的人脸图片数目上限为20张"
 ALL_GROUPS = "@ALL"  # group_id that makes user/get and user/delete act on every group
+NO_CONTROL = "NONE"  # quality_control and liveness_control: no check, the default
+CONTROL_LEVELS = (NO_CONTROL, "LOW", "NORMAL", "HIGH")  # any other value: 222019 or 222020
 
 
 API_PATH = "/rest/2.0/face/v3/"  # every endpoint's path is under it
@@ -174,10 +176,10 @@ class FaceLibrary(Protocol):
         """Which library this is, for plans and messages (never containing a secret)."""
 
     def user_add(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
-                 quality_control: str = "NONE", liveness_control: str = "NONE") -> AddedFace: ...
+                 quality_control: str = NO_CONTROL, liveness_control: str = NO_CONTROL) -> AddedFace: ...
 
     def user_update(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
-                    quality_control: str = "NONE", liveness_control: str = "NONE") -> AddedFace: ...
+                    quality_control: str = NO_CONTROL, liveness_control: str = NO_CONTROL) -> AddedFace: ...
 
     def face_delete(self, group_id: str, user_id: str, face_token: str) -> Ack: ...
 

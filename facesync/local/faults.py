@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from facesync.api.errors import ERROR_CODES
-from facesync.api.protocol import ENDPOINTS
+from facesync.api.protocol import ENDPOINTS, NO_CONTROL
 from facesync.errors import ConfigError
 
 ImageCheck = Callable[[str, str, str], "int | None"]
@@ -252,7 +252,7 @@ def image_check_for(config: FaultConfig) -> ImageCheck | None:
 
 def _applies(when: RejectWhen, quality_control: str, liveness_control: str) -> bool:
     if when is RejectWhen.QUALITY_CONTROL:
-        return (quality_control or "NONE").upper() != "NONE"
+        return (quality_control or NO_CONTROL).upper() != NO_CONTROL
     if when is RejectWhen.LIVENESS_CONTROL:
-        return (liveness_control or "NONE").upper() != "NONE"
+        return (liveness_control or NO_CONTROL).upper() != NO_CONTROL
     return True

@@ -58,6 +58,7 @@ from facesync.api.errors import ACTION_TYPE_CODE, FaceApiError, error_for, messa
 from facesync.api.protocol import (
     API_PATH,
     ENDPOINTS,
+    NO_CONTROL,
     PAGE_DEFAULT,
     TOKEN_PATH,
     WRITE_ENDPOINTS,
@@ -320,7 +321,7 @@ class Params:
         raise _format_error(name)
 
     def option(self, name: str) -> str:
-        return self.text(name) or "NONE"
+        return self.text(name) or NO_CONTROL
 
     def number(self, name: str, default: int) -> int:
         value = self.values.get(name)

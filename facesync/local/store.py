@@ -68,8 +68,10 @@ from facesync.api.errors import (
 )
 from facesync.api.protocol import (
     ALL_GROUPS,
+    CONTROL_LEVELS,
     GROUP_ID_MAX_BYTES,
     MAX_FACES_PER_USER,
+    NO_CONTROL,
     PAGE_DEFAULT,
     PAGE_MAX,
     USER_ID_MAX_BYTES,
@@ -83,6 +85,7 @@ from facesync.api.protocol import (
     FaceList,
     IdPage,
     Image,
+    ImageType,
     Location,
     UserMembership,
     UserRecord,
@@ -95,8 +98,7 @@ from facesync.local.unknowns import LENIENT, Unknowns
 
 BACKGROUND_DELETE_THRESHOLD = 500  # faces; larger groups are deleted in the background
 BACKGROUND_DELETE_RATE = 20.0  # faces per second
-CONTROL_LEVELS = ("NONE", "LOW", "NORMAL", "HIGH")
-IMAGE_TYPES = ("BASE64", "URL", "FACE_TOKEN")
+IMAGE_TYPES = tuple(kind.value for kind in ImageType)
 ADD_ACTIONS = ("APPEND", "REPLACE")  # user/add's action_type; APPEND is the default
 UPDATE_ACTIONS = ("UPDATE", "REPLACE")  # user/update's action_type; UPDATE is the default
 MAX_IDLE_CONNECTIONS = 16
@@ -212,7 +214,7 @@ def _check_user_info(value: str | None) -> None:
 
 
 def _control(value: str | None, code: int) -> str:
-    level = "NONE" if _missing(value) else value
+    level = NO_CONTROL if _missing(value) else value
     if level not in CONTROL_LEVELS:
         raise _fail(code)
     return level
@@ -451,7 +453,7 @@ class LocalLibrary:
 
     @_translate_db_errors
     def user_add(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
-                 quality_control: str = "NONE", liveness_control: str = "NONE",
+                 quality_control: str = NO_CONTROL, liveness_control: str = NO_CONTROL,
                  action_type: str | None = None) -> AddedFace:
         """APPEND (default) adds the face; REPLACE makes it the user's only face. Both create the user."""
         self._check_face_call(group_id, user_id, USER_ID_MAX_BYTES_ON_ADD, image, user_info)
@@ -476,7 +478,7 @@ class LocalLibrary:
 
     @_translate_db_errors
     def user_update(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
-                    quality_control: str = "NONE", liveness_control: str = "NONE",
+                    quality_control: str = NO_CONTROL, liveness_control: str = NO_CONTROL,
                     action_type: str | None = None) -> AddedFace:
         """The image becomes the user's only face; UPDATE (default) needs the user, REPLACE registers it."""
         self._check_face_call(group_id, user_id, self._user_id_max_bytes, image, user_info)

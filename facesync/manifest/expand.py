@@ -24,6 +24,7 @@ import glob
 import hashlib
 import os
 
+from facesync.api.protocol import NO_CONTROL
 from facesync.errors import ConfigError
 from facesync.manifest import checks, files, schema
 from facesync.manifest.checks import Entry, GroupDecl
@@ -411,8 +412,8 @@ class Expansion:
         for entry in self.entries:
             members[entry.group_id].append(DesiredUser(
                 entry.user_id, tuple(entry.images), entry.user_info,
-                entry.quality_control or self.default_qc or "NONE",
-                entry.liveness_control or self.default_lc or "NONE", entry.origin))
+                entry.quality_control or self.default_qc or NO_CONTROL,
+                entry.liveness_control or self.default_lc or NO_CONTROL, entry.origin))
         groups = tuple(
             DesiredGroup(g.group_id, tuple(members[g.group_id]), prune if g.prune is None else g.prune, g.origin)
             for g in self.groups.values())

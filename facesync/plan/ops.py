@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
-from facesync.api.protocol import Endpoint
+from facesync.api.protocol import NO_CONTROL, Endpoint
 from facesync.errors import PlanRefusedError
 from facesync.model import ImageKind, is_lock_group
 
@@ -99,8 +99,8 @@ class Operation:
     face_token: str | None = None  # DELETE_FACE
     user_info: str | None = None  # ADD_FACE, UPDATE_USER: sent when not None
     src_group_id: str | None = None  # COPY_USER
-    quality_control: str = "NONE"
-    liveness_control: str = "NONE"
+    quality_control: str = NO_CONTROL
+    liveness_control: str = NO_CONTROL
     after: tuple[int, ...] = ()  # indexes in Plan.operations that must succeed first
     expects: tuple[Expect, ...] = ()
     reason: str = ""  # why the planner chose this, in a few words, for the reader
