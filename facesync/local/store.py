@@ -414,7 +414,7 @@ class LocalLibrary:
         _require(("image", None if image is None else image.value),
                  ("image_type", None if image is None else getattr(image.type, "value", image.type)))
         kind = _image_type(image)
-        if kind == "FACE_TOKEN":
+        if kind == ImageType.FACE_TOKEN:
             _check_face_token(image.value)
             with self._read() as conn:
                 usable = conn.execute(_USABLE_TOKEN_SQL[self.unknowns.face_token_needs_live_face],
@@ -432,7 +432,7 @@ class LocalLibrary:
 
     def _image_bytes(self, image: Image, kind: str) -> bytes:
         try:
-            if kind == "BASE64":
+            if kind == ImageType.BASE64:
                 return decode_base64_image(image.value)
             return fetch_url_image(image.value, timeout=self._url_timeout, max_bytes=self._url_max_bytes)
         except ImageProblem as problem:
