@@ -9,6 +9,7 @@ carries the call's ``log_id`` so that reports can name it.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -16,6 +17,8 @@ from typing import Protocol, runtime_checkable
 
 PAGE_MAX = 1000  # the largest page group/getlist and group/getusers serve
 PAGE_DEFAULT = 100  # the page they serve when no length is given
+ID_PATTERN = re.compile(r"[A-Za-z0-9_]+")  # what group_id and user_id may hold (fullmatch)
+FACE_TOKEN_PATTERN = re.compile(r"[0-9a-f]{32}")  # a well-formed face_token (fullmatch)
 # Limits of the contract, in UTF-8 bytes: every check of them (the manifest's, the local library's) uses these.
 GROUP_ID_MAX_BYTES = 48
 USER_ID_MAX_BYTES = 48  # user/update, user/get, face/getlist, user/copy, user/delete, face/delete

@@ -69,7 +69,9 @@ from facesync.api.errors import (
 from facesync.api.protocol import (
     ALL_GROUPS,
     CONTROL_LEVELS,
+    FACE_TOKEN_PATTERN,
     GROUP_ID_MAX_BYTES,
+    ID_PATTERN,
     MAX_FACES_PER_USER,
     NO_CONTROL,
     PAGE_DEFAULT,
@@ -103,8 +105,6 @@ ADD_ACTIONS = ("APPEND", "REPLACE")  # user/add's action_type; APPEND is the def
 UPDATE_ACTIONS = ("UPDATE", "REPLACE")  # user/update's action_type; UPDATE is the default
 MAX_IDLE_CONNECTIONS = 16
 
-_ID_CHARS = re.compile(r"[A-Za-z0-9_]+\Z")
-_FACE_TOKEN = re.compile(r"[0-9a-f]{32}\Z")
 _DIGITS = re.compile(r"[0-9]+\Z")
 
 # A FACE_TOKEN image is usable once the library has seen the token (lenient), or only while a face of a
@@ -186,7 +186,7 @@ def _require(*pairs: tuple[str, object]) -> None:
 def _check_id(value: str, max_bytes: int, code: int, *, allow_all: bool = False) -> None:
     if allow_all and value == ALL_GROUPS:
         return
-    if not isinstance(value, str) or not _ID_CHARS.match(value) or len(value) > max_bytes:
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or len(value) > max_bytes:
         raise _fail(code)
 
 
@@ -221,7 +221,7 @@ def _control(value: str | None, code: int) -> str:
 
 
 def _check_face_token(value: str) -> None:
-    if not isinstance(value, str) or not _FACE_TOKEN.match(value):
+    if not isinstance(value, str) or not FACE_TOKEN_PATTERN.fullmatch(value):
         raise _fail(222025)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from facesync.api.protocol import (
     GROUP_ID_MAX_BYTES,
+    ID_PATTERN,
     MAX_FACES_PER_USER,
     USER_ID_MAX_BYTES,
     USER_INFO_MAX_BYTES,
@@ -31,8 +32,6 @@ from facesync.model import (
     is_own_group,
 )
 from facesync.words import counted
-
-_ID = re.compile(r"[A-Za-z0-9_]+")
 
 
 @dataclass(slots=True)
@@ -66,7 +65,7 @@ class GroupDecl:
 
 
 def group_id_problems(group_id: str, origin: Origin, path: str) -> list[Diagnostic]:
-    if not _ID.fullmatch(group_id):
+    if not ID_PATTERN.fullmatch(group_id):
         return [error(origin, path, f"invalid group_id {group_id!r}: only A-Z, a-z, 0-9 and _ are allowed",
                       "rename the group, e.g. " + repr(re.sub(r"[^A-Za-z0-9_]", "_", group_id) or "staff"))]
     size = len(group_id.encode())
@@ -81,7 +80,7 @@ def group_id_problems(group_id: str, origin: Origin, path: str) -> list[Diagnost
 
 def user_id_is_plain(user_id: str) -> bool:
     """True when ``user_id_problems`` certainly finds nothing: the common case, without building messages."""
-    return len(user_id) <= USER_ID_MAX_BYTES and _ID.fullmatch(user_id) is not None
+    return len(user_id) <= USER_ID_MAX_BYTES and ID_PATTERN.fullmatch(user_id) is not None
 
 
 def user_info_fits(user_info: str | None) -> bool:
@@ -90,7 +89,7 @@ def user_info_fits(user_info: str | None) -> bool:
 
 
 def user_id_problems(user_id: str, origin: Origin, path: str) -> list[Diagnostic]:
-    if not _ID.fullmatch(user_id):
+    if not ID_PATTERN.fullmatch(user_id):
         return [error(origin, path, f"invalid user_id {user_id!r}: only A-Z, a-z, 0-9 and _ are allowed",
                       "rename the user, e.g. " + repr(re.sub(r"[^A-Za-z0-9_]", "_", user_id) or "user1"))]
     size = len(user_id.encode())
