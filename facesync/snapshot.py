@@ -395,8 +395,8 @@ def plan_snapshot(desired: Desired, snapshot: Snapshot, snapshot_path: str, *, c
                                      "to (it must be sent back to be kept)", tuple(sorted(unread))),
                             hint="take the snapshot with this manifest (facesync snapshot MANIFEST --out FILE), "
                                  "or of the whole library (facesync snapshot --out FILE)")
-    plan = make_plan(offline.desired, live, target=snapshot.target, qps=estimate_qps(target_of_identity(snapshot.target), qps),
-                     force=force)
+    qps = estimate_qps(target_of_identity(snapshot.target), qps)
+    plan = make_plan(offline.desired, live, target=snapshot.target, qps=qps, force=force)
     notes = list(plan.notes)
     if offline.unresolved:
         shown = ", ".join(image.source for image in offline.unresolved[:5])

@@ -294,10 +294,10 @@ _FORMAT_CODES = {"action_type": ACTION_TYPE_CODE, "group_id": 222006, "src_group
 
 # endpoint -> the parameters the journal keeps (never image, never access_token)
 _JOURNALED_PARAMS = {
-    Endpoint.USER_ADD: ("group_id", "user_id", "user_info", "image_type", "quality_control", "liveness_control",
-                         "action_type"),
+    Endpoint.USER_ADD: ("group_id", "user_id", "user_info", "image_type", "quality_control",
+                        "liveness_control", "action_type"),
     Endpoint.USER_UPDATE: ("group_id", "user_id", "user_info", "image_type", "quality_control",
-                            "liveness_control", "action_type"),
+                           "liveness_control", "action_type"),
     Endpoint.FACE_DELETE: ("group_id", "user_id", "face_token"),
     Endpoint.USER_COPY: ("user_id", "src_group_id", "dst_group_id"),
     Endpoint.USER_DELETE: ("group_id", "user_id"),
@@ -394,7 +394,8 @@ HANDLERS: dict[str, Handler] = {
     Endpoint.FACE_DELETE: (lambda lib, p: lib.face_delete(
         p.text("group_id"), p.text("user_id"), p.text("face_token")), _null),
     Endpoint.USER_GET: (lambda lib, p: lib.user_get(p.text("group_id"), p.text("user_id")), _user_list),
-    Endpoint.FACE_GETLIST: (lambda lib, p: lib.face_getlist(p.text("group_id"), p.text("user_id")), _face_list),
+    Endpoint.FACE_GETLIST: (lambda lib, p: lib.face_getlist(p.text("group_id"), p.text("user_id")),
+                            _face_list),
     Endpoint.GROUP_GETUSERS: (lambda lib, p: lib.group_getusers(
         p.text("group_id"), p.number("start", 0), p.number("length", PAGE_DEFAULT)), _ids("user_id_list")),
     Endpoint.USER_COPY: (lambda lib, p: lib.user_copy(
@@ -402,8 +403,8 @@ HANDLERS: dict[str, Handler] = {
     Endpoint.USER_DELETE: (lambda lib, p: lib.user_delete(p.text("group_id"), p.text("user_id")), _null),
     Endpoint.GROUP_ADD: (lambda lib, p: lib.group_add(p.text("group_id")), _null),
     Endpoint.GROUP_DELETE: (lambda lib, p: lib.group_delete(p.text("group_id")), _null),
-    Endpoint.GROUP_GETLIST: (lambda lib, p: lib.group_getlist(p.number("start", 0), p.number("length", PAGE_DEFAULT)),
-                              _ids("group_id_list")),
+    Endpoint.GROUP_GETLIST: (lambda lib, p: lib.group_getlist(
+        p.number("start", 0), p.number("length", PAGE_DEFAULT)), _ids("group_id_list")),
     Endpoint.DETECT: (lambda lib, p: lib.detect(p.image()), _detection),
 }
 assert set(HANDLERS) == set(ENDPOINTS)
