@@ -24,7 +24,7 @@ from facesync.model import (
     Origin,
 )
 from facesync.refresh import refresh
-from facesync.resolve import ImageResolveError, resolve_images
+from facesync.resolve import ImageResolveError, resolve_images, resolve_known
 from tests.support import images
 from tests.support.server import API_KEY, SECRET_KEY
 
@@ -201,3 +201,32 @@ def test_a_quota_error_stops_resolving_and_is_reported_as_it_is(tmp_path):
         resolve_images(desired, live_with("g", "u"), library, cache, concurrency=1)
     assert library.detects == 1
     library.close()
+
+
+def test_offline_resolution_takes_the_online_steps_and_asks_and_writes_nothing(tmp_path, library):
+    """``resolve_known`` (plans from a snapshot): the images online resolution would resolve, from a lookup
+    alone; what it does not know gets the caller's stand-in; nothing is detected or recorded."""
+    known, unknown = write(tmp_path, "known.png", images.png(1)), write(tmp_path, "new.png", images.png(2))
+    desired = desired_of(DesiredGroup("g", (DesiredUser("u", (file_image(known), file_image(unknown, 2))),
+                                            DesiredUser("absent", (file_image(unknown, 3),)))))
+    live = live_with("g", "u")
+    with TokenCache.in_memory() as cache:
+        online = resolve_images(desired, live, library, cache).desired  # fills the cache for both images
+    with TokenCache.in_memory() as lookup:
+        lookup.record(online.groups[0].users[0].images[0].sha256, "a" * 32)
+        stand_ins: list[DesiredImage] = []
+        offline = resolve_known(desired, live, lookup, lambda image: stand_ins.append(image) or "b" * 32)
+        info = os.stat(known)
+        assert lookup.file_sha256(os.path.abspath(known), info.st_size, info.st_mtime_ns) is None  # read only
+    assert tokens(offline) == [("g", "u", "a" * 32), ("g", "u", "b" * 32), ("g", "absent", None)]
+    assert [(image.source, image.sha256) for image in stand_ins] == [
+        ("new.png", online.groups[0].users[0].images[1].sha256)]
+    assert [image.sha256 for image in offline.groups[0].users[0].images] == [
+        image.sha256 for image in online.groups[0].users[0].images]
+
+
+def test_offline_resolution_names_an_unreadable_file_as_online_does(tmp_path):
+    desired = desired_of(DesiredGroup("g", (DesiredUser("u", (file_image(str(tmp_path / "gone.png"), 4),)),)))
+    with TokenCache.in_memory() as lookup, \
+            pytest.raises(ImageResolveError, match=r"faceset.yaml:4:9: gone.png cannot be read"):
+        resolve_known(desired, live_with("g", "u"), lookup, lambda image: "b" * 32)
