@@ -37,17 +37,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from facesync import progress as progress_bars
-from facesync.api.protocol import FaceLibrary, iter_group_ids
+from facesync.api.protocol import FaceLibrary
 from facesync.apply.results import DONE, OpResult
 from facesync.apply.verify import stale_facts
 from facesync.cache import TokenCache
 from facesync.clock import utc_text
 from facesync.errors import PlanStaleError
-from facesync.model import Desired, Live, LiveGroup, LiveUser, is_lock_group, is_own_group
+from facesync.model import Desired, Live, LiveGroup, LiveUser, is_own_group
 from facesync.plan.effects import user_effect
 from facesync.plan.ops import OpKind, Plan
 from facesync.plan.planner import make_plan, user_info_to_read
-from facesync.refresh import Scope, _users_of, read_faces, read_memberships, scope_of
+from facesync.refresh import Scope, _users_of, listed_group_ids, read_faces, read_memberships, scope_of
 from facesync.resolve import ResolveStats, resolve_images
 from facesync.snapshot import age_text
 from facesync.state import Known, State, Subject, default_path, entry_digests, load_state, record
@@ -123,7 +123,7 @@ def read_listing(library: FaceLibrary, desired: Desired, *, concurrency: int = 8
                  clock: Callable[[], float] = time.time) -> Listing:
     """group/getlist, then getusers of each managed group that exists (a group gone meanwhile: absent)."""
     began = clock()
-    group_ids = tuple(group_id for group_id in iter_group_ids(library) if not is_lock_group(group_id))
+    group_ids = listed_group_ids(library)
     existing = set(group_ids)
     managed = [group.group_id for group in desired.groups if group.group_id in existing]
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(managed) or 1))) as pool:
