@@ -302,9 +302,13 @@ def test_plan_is_deterministic_and_never_costlier_than_naive(scenario):
     if desired.policy.delete_unlisted_groups:
         naive += sum(1 for gid in state if gid not in listed and not gid.startswith(LOCK_GROUP_PREFIX)
                      and gid not in desired.policy.protected_groups)
-    # a face known only by token needs a staging copy (create, copy, delete) when an update drops it
+    # a face known only by token needs a staging copy when an update drops it: the staging group is created
+    # and deleted once per group (2 calls), and each user staged in it costs one user/copy. (Not 3 per
+    # group: two users of one group staged for a user_info change cost 2 + 2 copies, which the naive
+    # count of re-adds cannot pay for.)
     staged = {op.group_id for op in first.operations if is_stage_group(op.group_id)}
-    assert first.calls <= naive + 3 * len(staged)
+    stage_copies = sum(op.kind is OpKind.COPY_USER and is_stage_group(op.group_id) for op in first.operations)
+    assert first.calls <= naive + 2 * len(staged) + stage_copies
 
 
 @settings(max_examples=300, deadline=None)
@@ -325,11 +329,6 @@ def test_narrowed_plans_touch_only_the_chosen_users(scenario, chosen):
         assert op.kind is not OpKind.DELETE_GROUP
         assert op.kind is OpKind.CREATE_GROUP or op.user_id in chosen, op.key
     full = make_plan(desired, live_of(state, desired), created_at="t")
-    if any(op.kind is OpKind.COPY_USER and op.user_id in chosen for op in full.operations):
-        # Known defect, open: where the full plan copies a chosen user into another group, the narrowed
-        # plan may upload that user's faces instead (more calls, the same end state). Until it is fixed,
-        # only the end state is compared for such plans (by the apply property tests), not the operations.
-        return
     # the chosen users get exactly what the full plan gives them, prune and staging included
     assert sorted(op.key for op in plan.operations if op.user_id) == \
         sorted(op.key for op in full.operations if op.user_id in chosen)

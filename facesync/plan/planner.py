@@ -43,6 +43,7 @@ Set algebra over face_tokens, one pass over the faces, no I/O. Choices where the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from enum import IntEnum
 
@@ -333,8 +334,8 @@ class _Builder:
         """Users that are new in a group: copy them from a group that holds the same user, or add them."""
         if not self.states:
             return
-        by_sha, by_source = _token_maps(self.desired, self.multi)
         for uid, entries in self.states.items():
+            by_sha, by_source = _token_maps(entry[3] for entry in entries)
             by_signature: dict[tuple, list[tuple]] = {}
             for entry in entries:
                 user = entry[3]
@@ -425,20 +426,19 @@ def _multi_group_users(desired: Desired) -> set[str]:
     return multi
 
 
-def _token_maps(desired: Desired, users: set[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """sha256 -> face_token and source -> face_token from the resolved images of ``users``, so that a
-    resolved image and the same unresolved one compare equal."""
+def _token_maps(users: Iterable[DesiredUser]) -> tuple[dict[str, str], dict[str, str]]:
+    """sha256 -> face_token and source -> face_token from the resolved images of one user_id's entries, so
+    that a resolved image and the same unresolved one compare equal. Only that user's own images: a
+    narrowed plan (``--user``) holds every group of the user but not the other users, and must choose the
+    copies the full plan chooses."""
     by_sha: dict[str, str] = {}
     by_source: dict[str, str] = {}
-    for group in desired.groups:
-        for user in group.users:
-            if user.user_id not in users:
-                continue
-            for image in user.images:
-                if image.face_token:
-                    if image.sha256:
-                        by_sha[image.sha256] = image.face_token
-                    by_source[image.path or image.source] = image.face_token
+    for user in users:
+        for image in user.images:
+            if image.face_token:
+                if image.sha256:
+                    by_sha[image.sha256] = image.face_token
+                by_source[image.path or image.source] = image.face_token
     return by_sha, by_source
 
 
