@@ -19,7 +19,7 @@ from facesync.model import (
     LiveUser,
     Policy,
 )
-from facesync.plan.ops import Expect
+from facesync.plan.ops import Expect, OpKind
 from facesync.plan.planner import make_plan, narrow
 
 
@@ -349,3 +349,14 @@ def test_large_in_sync_library_plans_to_nothing(users, faces):
     lv = live({"g": {n: (tuple(f"{n}f{j}" for j in range(faces)), None) for n in names}})
     p = plan(d, lv)
     assert p.empty and p.safety.existing == users * (faces + 1)
+
+
+def test_a_face_another_user_keeps_does_not_move():
+    """Without prune a user the manifest does not name keeps its faces: a face it holds is not moving."""
+    token = "a" * 32
+    live = Live(group_ids=("g",), groups={"g": LiveGroup("g", {"other": LiveUser("other", (token,), "")})})
+    image = DesiredImage(ImageKind.FACE_TOKEN, token, face_token=token)
+    for prune, reason in ((False, "new user"), (True, "moves from user other")):
+        desired = Desired(groups=(DesiredGroup("g", (DesiredUser("u", (image,), "i"),), prune=prune),))
+        plan = make_plan(desired, live, created_at="t")
+        assert [op.reason for op in plan.operations if op.kind is OpKind.ADD_FACE] == [reason]

@@ -9,6 +9,11 @@
 - Lost answers. The client repeats a call whose answer was lost only where a late original is harmless
   (api/retry.py). A user/update is not repeated: the library is read instead, and the operation is
   done if it shows the update's effect, else failed (so its re-adds never race a late original).
+- Faces moving between users of a group. Baidu may refuse one face on two users of a group (223105).
+  The planner orders the moves it can see (by face_token); an add of a file or URL whose token was not
+  known (a user new to every group) and that meets 223105 while the plan still removes faces from other
+  users of that group waits for those removals (the ones that do not wait for it) and is tried once more.
+  An add by face_token never waits so: the removal could leave the face on no user, and the token dead.
 - Failures. A permanent failure fails its operation and skips, transitively, every operation that waits
   for it, plus the face deletes and updates of the same user (a failed add never leaves a user with
   fewer faces than before); independent work carries on. 17/19 (quota) and auth errors stop the run at
@@ -28,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from typing import Protocol
 
 from facesync.api.errors import (
@@ -77,6 +83,18 @@ class _StopRun(Exception):
 
 class _NotAsWanted(Exception):
     """An "already" answer whose check showed the library does not hold what was wanted."""
+
+
+class _WaitForRemovals(Exception):
+    """An add met 223105 while other users of its group still have faces to lose: try it after those."""
+
+    def __init__(self, removals: tuple[int, ...]):
+        super().__init__(f"waiting for {len(removals)} removal(s)")
+        self.removals = removals
+
+
+_DEFERRED = "deferred"  # the outcome of a try that waits for removals: never recorded, the op runs again
+_REMOVALS = (OpKind.DELETE_FACE, OpKind.DELETE_USER, OpKind.UPDATE_USER)
 
 
 def execute(
@@ -163,6 +181,9 @@ class _Run:
         self.interrupted = False
         self._subjects: dict[tuple[str, str], list[int]] | None = None
         self.tls = threading.local()
+        self.graph_lock = threading.Lock()  # ``dependents`` grows when an add waits for removals
+        self.deferred: dict[int, int] = {}  # operation -> attempts of the try that made it wait
+        self.wait_for: dict[int, tuple[int, ...]] = {}
 
     def results_tuple(self) -> tuple[OpResult, ...]:
         return tuple(r for r in self.results if r is not None)
@@ -202,6 +223,9 @@ class _Run:
                     self._record(OpResult(i, self.ops[i], SKIPPED, error_msg=f"not run: {reason}"))
 
     def _finish(self, result: OpResult, ready: list[int]) -> None:
+        if result.outcome == _DEFERRED:
+            self._defer(result, ready)
+            return
         self._record(result)
         if result.succeeded:
             for j in self.dependents[result.index]:
@@ -210,6 +234,48 @@ class _Run:
                     heapq.heappush(ready, j)
         elif result.outcome == FAILED:
             self._skip_after(result)
+
+    def _defer(self, result: OpResult, ready: list[int]) -> None:
+        """Run the operation again once the removals it waits for have succeeded (skipped if one fails)."""
+        i = result.index
+        self.deferred[i] = result.attempts
+        with self.graph_lock:
+            for j in self.wait_for.pop(i, ()):
+                if self.results[j] is None:
+                    self.dependents[j].append(i)
+                    self.waiting[i] += 1
+        if self.waiting[i] == 0:
+            heapq.heappush(ready, i)
+
+    def _wait_for_removals(self, op: Operation, error: FaceApiError) -> None:
+        """223105 on an add or update of a file or URL: the face may be on another user of the group that
+        the plan takes it from later. Raise ``_WaitForRemovals`` when there is such a removal to wait for
+        (once per operation); a face_token never waits (its face could end on no user)."""
+        index = self.tls.index
+        if op.face is None or op.face.kind is ImageKind.FACE_TOKEN or index in self.deferred:
+            return
+        removals = self._removals_to_wait_for(index)
+        if removals:
+            raise _WaitForRemovals(removals) from error
+
+    def _removals_to_wait_for(self, index: int) -> tuple[int, ...]:
+        """Removals from other users of the operation's group that do not wait for it and have not run yet,
+        or have succeeded: one may have ended between the refusal and now (then the operation is tried again
+        at once). Empty when none of them could make room for the face."""
+        op = self.ops[index]
+        with self.graph_lock:
+            removals = [j for j, other in enumerate(self.ops)
+                        if other.kind in _REMOVALS and other.group_id == op.group_id and other.user_id != op.user_id
+                        and (self.results[j] is None or self.results[j].succeeded)]
+            if not removals:
+                return ()
+            after_it, stack = set(), [index]
+            while stack:
+                for j in self.dependents[stack.pop()]:
+                    if j not in after_it:
+                        after_it.add(j)
+                        stack.append(j)
+        return tuple(j for j in removals if j not in after_it)
 
     def _skip_after(self, failed: OpResult) -> None:
         op = failed.operation
@@ -240,6 +306,8 @@ class _Run:
     def _record(self, result: OpResult) -> None:
         if self.results[result.index] is not None:
             return
+        if result.index in self.deferred:  # count the try that waited too
+            result = replace(result, attempts=result.attempts + self.deferred.pop(result.index))
         self.results[result.index] = result
         if self.progress is not None:
             self.progress.advance()
@@ -257,6 +325,7 @@ class _Run:
         op = self.ops[index]
         self.tls.calls = []
         self.tls.own_calls = 0
+        self.tls.index = index
         started = time.monotonic()
         outcome, token, log_id = FAILED, None, None
         code = message = None
@@ -272,6 +341,9 @@ class _Run:
             outcome, code, message, log_id = FAILED, error.error_code, redact(str(error)), error.log_id
         except _NotAsWanted as problem:
             outcome, message = FAILED, redact(str(problem))
+        except _WaitForRemovals as wait_for:
+            self.wait_for[index] = wait_for.removals
+            outcome, message = _DEFERRED, str(wait_for)
         except OSError as error:
             outcome, message = FAILED, redact(f"cannot read {op.face.path if op.face else ''}: {error.strerror}")
         except Exception as error:  # a bug must not stop independent work nor hide the op's fate
@@ -305,6 +377,9 @@ class _Run:
                                    quality_control=op.quality_control, liveness_control=op.liveness_control)
             except AnswerLostError as error:
                 return self._update_answer_lost(op, digest, error)
+            except FaceExistsError as error:  # the one face may still be on another user of the group
+                self._wait_for_removals(op, error)
+                raise
             self._remember(op.face, digest, added.face_token)
             return DONE, added.face_token, added.log_id
         if kind is OpKind.COPY_USER:
@@ -348,6 +423,7 @@ class _Run:
                 token = detected.faces[0].face_token
             faces = self._faces(op.group_id, op.user_id)
             if token not in faces:
+                self._wait_for_removals(op, error)
                 token = self._landed_under_other_token(op, faces, token, error)
             self._remember(op.face, digest, token)
             if op.user_info is not None:

@@ -30,6 +30,14 @@ Set algebra over face_tokens, one pass over the faces, no I/O. Choices where the
   source ends exactly as the manifest says after adds/updates only (no face deletes: those run later).
   Preferred source: in sync already, then converging, else one new group is built by adds and the
   others copy from it. A copy waits on every operation of its source user.
+- A face that leaves one user of a group for another user of the same group (a move: matched by
+  face_token, so between users whose faces were read) is added to its new user only after its old user
+  lost it: Baidu may refuse one face on two users of a group (223105), and make-before-break would then
+  never get past the add. Its old user still gains its other faces first, so it is never left without a
+  face, except in a cycle of moves (a swap), where that is impossible under that refusal: there the
+  faces moving out go first. A face the new user gets by face_token alone is kept alive meanwhile by a
+  staging copy of its old user. The order is given by ``after``; the plan's list is reordered so that
+  every ``after`` still points at an earlier operation.
 - A desired user with no images is removed (a user cannot exist without a face).
 - Safety unit: "records in scope" = users of managed groups + faces of the named users that exist +
   unlisted groups that the policy would delete. Deletes = user deletes + face deletes + faces dropped
@@ -43,8 +51,9 @@ Set algebra over face_tokens, one pass over the faces, no I/O. Choices where the
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 from facesync.clock import utc_now
@@ -75,6 +84,7 @@ _NO_IMAGES = "user has no images in manifest"
 _STAGE = "keeps faces known only by face_token alive during the update"
 _STAGE_GROUP = "staging group for this apply"
 _STAGE_CALLS = 3  # create the staging group, copy the user into it, delete it
+_STAGE_MOVE = "keeps faces that move to another user by face_token alive until they are added there"
 
 
 class _State(IntEnum):
@@ -120,6 +130,11 @@ class _Builder:
         self.by_token = named_tokens(desired)
         self.states: dict[str, list[tuple]] = {}  # user_id -> [(order, state, group, user, deps, expect)]
         self._group_after: dict[str, tuple[int, ...]] = {}
+        self.moves = _moves(desired, live)
+        # moves: (group, token) -> the operations that take the face from its old user, and the operations
+        # that give it to the new one and must wait for those (indexes are known only at the end)
+        self.removals: dict[tuple[str, str], list[Operation]] = {}
+        self.waits: list[tuple[Operation, tuple[str, str]]] = []
 
     # -- emitting -------------------------------------------------------------------------------
     def write(self, op: Operation) -> int:
@@ -130,8 +145,38 @@ class _Builder:
         return self._group_after.get(group_id, ())
 
     def operations(self) -> tuple[Operation, ...]:
-        return (*self.creates, *self.writes, *self.copies, *self.face_deletes, *self.user_deletes,
-                *self.group_deletes)
+        ops = (*self.creates, *self.writes, *self.copies, *self.face_deletes, *self.user_deletes,
+               *self.group_deletes)
+        if not self.waits:
+            return ops
+        index = {id(op): i for i, op in enumerate(ops)}
+        extra: dict[int, set[int]] = {}
+        for op, key in self.waits:
+            extra.setdefault(index[id(op)], set()).update(index[id(r)] for r in self.removals.get(key, ()))
+        return _reordered(ops, extra)
+
+    def wait_for_move(self, op: Operation, group_id: str, token: str | None) -> None:
+        """``op`` gives ``token`` to a user of ``group_id`` that another user of it holds until the plan
+        removes it there: ``op`` waits for that removal."""
+        if token is not None and (group_id, token) in self.moves.holders:
+            self.waits.append((op, (group_id, token)))
+
+    def removes_for_move(self, op: Operation, group_id: str, tokens) -> None:
+        for token in tokens:
+            self.removals.setdefault((group_id, token), []).append(op)
+
+    def stage_copy(self, gid: str, uid: str, after: tuple[int, ...], expects: tuple[Expect, ...],
+                   reason: str) -> int:
+        """Copy the user into its group's staging group (created first, deleted once the re-adds are done)."""
+        stage = stage_group_id(gid)
+        self.stages_needed.add(stage)
+        self.stage_after.setdefault(stage, [])
+        return self.write(Operation(OpKind.COPY_USER, stage, uid, src_group_id=gid,
+                                    after=(*after, *self.group_after(stage)), expects=expects, reason=reason))
+
+    def _add_reason(self, gid: str, image: DesiredImage, default: str) -> str:
+        holders = self.moves.holders.get((gid, image.face_token or ""))
+        return f"moves from user {', '.join(holders)}" if holders else default
 
     # -- the passes -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -213,18 +258,26 @@ class _Builder:
             if key in seen:
                 continue
             seen.add(key)
-            indexes.append(self.write(Operation(
+            op = Operation(
                 OpKind.ADD_FACE, gid, user.user_id, face=_face_source(image), user_info=user.user_info,
                 quality_control=user.quality_control, liveness_control=user.liveness_control,
-                after=after, expects=expects, reason=_NEW_FACE if indexes else _NEW_USER)))
+                after=after, expects=expects,
+                reason=self._add_reason(gid, image, _NEW_FACE if indexes else _NEW_USER))
+            indexes.append(self.write(op))
+            self.wait_for_move(op, gid, image.face_token)
         return tuple(indexes)
 
     def delete_user(self, gid: str, live_user: LiveUser, reason: str) -> None:
         tokens = tuple(sorted(live_user.face_tokens)) if live_user.face_tokens is not None else None
         expect = Expect(gid, live_user.user_id, True, tokens, live_user.user_info)
         self.deleting += 1
-        self.user_deletes.append(Operation(OpKind.DELETE_USER, gid, live_user.user_id, expects=(expect,),
-                                           reason=reason))
+        moving = self.moves.losses.get((gid, live_user.user_id), frozenset())
+        after: tuple[int, ...] = ()
+        if any((gid, token) in self.moves.by_token for token in moving):
+            after = (self.stage_copy(gid, live_user.user_id, self.group_after(gid), (expect,), _STAGE_MOVE),)
+        op = Operation(OpKind.DELETE_USER, gid, live_user.user_id, after=after, expects=(expect,), reason=reason)
+        self.user_deletes.append(op)
+        self.removes_for_move(op, gid, moving)
 
     def kept_info(self, live_user: LiveUser) -> str | None:
         """The user_info an add to ``live_user`` sends when the manifest does not manage it: what the
@@ -272,16 +325,46 @@ class _Builder:
         dropped_wanted = bool(group.prune and extra_set & self.by_token)
         staged = dropped_wanted or len(token_only) > 1
         update_cost = final_count + (_STAGE_CALLS if staged else 0)
-        if incremental is not None and (incremental <= update_cost or info is None):
+        moves = self.moves
+        losses = moves.losses.get((gid, uid), frozenset())  # faces other users of the group take from it
+        moving_in = {image.face_token for image in new if (gid, image.face_token) in moves.holders}
+        stage_moves = any((gid, token) in moves.by_token for token in losses)
+        if incremental is not None and stage_moves:
+            incremental += _STAGE_CALLS
+        # the update's one face cannot be a face that another user holds until the plan removes it there
+        updatable = bool(readd) or any(image.face_token not in moving_in for image in new)
+        if incremental is not None and (incremental <= update_cost or info is None or not updatable):
             send_info = info if info is not None else (self.kept_info(live_user) if new else None)
-            indexes = tuple(self.write(Operation(
-                OpKind.ADD_FACE, gid, uid, face=_face_source(image), user_info=send_info,
-                quality_control=user.quality_control, liveness_control=user.liveness_control,
-                after=after, expects=expects, reason=_NEW_FACE)) for image in new)
+            # the staging copy goes before any face moves in: two copies in the staging group never share one
+            copy = (self.stage_copy(gid, uid, after, expects, _STAGE_MOVE),) if stage_moves else ()
+            adds, own_adds = [], []  # own: not moving in from another user, so never waiting on one
+            for image in new:
+                moving = image.face_token in moving_in
+                op = Operation(
+                    OpKind.ADD_FACE, gid, uid, face=_face_source(image), user_info=send_info,
+                    quality_control=user.quality_control, liveness_control=user.liveness_control,
+                    after=(*after, *copy) if moving else after, expects=expects,
+                    reason=self._add_reason(gid, image, _NEW_FACE))
+                adds.append(self.write(op))
+                if moving:
+                    self.wait_for_move(op, gid, image.face_token)
+                else:
+                    own_adds.append(adds[-1])
+            indexes = tuple(adds)
+            in_cycle = (gid, uid) in moves.cyclic
             for token in extra:
                 self.deleting += 1
-                self.face_deletes.append(Operation(OpKind.DELETE_FACE, gid, uid, face_token=token,
-                                                   after=indexes, expects=expects, reason=_EXTRA_FACE))
+                if token not in losses:
+                    self.face_deletes.append(Operation(OpKind.DELETE_FACE, gid, uid, face_token=token,
+                                                       after=(*indexes, *copy), expects=expects,
+                                                       reason=_EXTRA_FACE))
+                    continue
+                # in a cycle of moves the user cannot gain its faces first: those wait for this delete
+                op = Operation(OpKind.DELETE_FACE, gid, uid, face_token=token,
+                               after=(*(own_adds if in_cycle else indexes), *copy), expects=expects,
+                               reason=f"moves to user {', '.join(moves.receivers[(gid, token)])}")
+                self.face_deletes.append(op)
+                self.removes_for_move(op, gid, (token,))
             return (_State.OTHER if extra else (_State.CONVERGE if exact else _State.OTHER)), indexes, expect
 
         # the update form: one face replaces all, then the rest are (re-)added
@@ -292,22 +375,21 @@ class _Builder:
         stage = None
         if staged:
             stage = stage_group_id(gid)
-            self.stages_needed.add(stage)
-            copy = self.write(Operation(
-                OpKind.COPY_USER, stage, uid, src_group_id=gid, after=(*after, *self.group_after(stage)),
-                expects=expects, reason=_STAGE))
-            after = (*after, copy)
+            after = (*after, self.stage_copy(gid, uid, after, expects, _STAGE))
         if first_token is not None:
-            first = self.write(Operation(
+            update = Operation(
                 OpKind.UPDATE_USER, gid, uid, face=_token_source(first_token), user_info=info,
                 after=after, expects=expects,
-                reason="set user_info" if not new else "update is cheaper than deleting faces"))
+                reason="set user_info" if not new else "update is cheaper than deleting faces")
         else:
-            image, new = new[0], new[1:]
-            first = self.write(Operation(
+            image = next(image for image in new if image.face_token not in moving_in)
+            new = [other for other in new if other is not image]
+            update = Operation(
                 OpKind.UPDATE_USER, gid, uid, face=_face_source(image), user_info=info,
                 quality_control=user.quality_control, liveness_control=user.liveness_control,
-                after=after, expects=expects, reason="replace every face"))
+                after=after, expects=expects, reason="replace every face")
+        first = self.write(update)
+        self.removes_for_move(update, gid, losses)
         after_update = (*after, first)
         indexes = [first]
         for token in readd:
@@ -316,16 +398,25 @@ class _Builder:
                 OpKind.ADD_FACE, gid, uid, face=_face_source(source) if source else _token_source(token),
                 user_info=info, after=after_update, expects=expects, reason=_READD)))
         for image in new:
-            indexes.append(self.write(Operation(
+            op = Operation(
                 OpKind.ADD_FACE, gid, uid, face=_face_source(image), user_info=info,
                 quality_control=user.quality_control, liveness_control=user.liveness_control,
-                after=after_update, expects=expects, reason=_NEW_FACE)))
+                after=after_update, expects=expects, reason=self._add_reason(gid, image, _NEW_FACE))
+            indexes.append(self.write(op))
+            self.wait_for_move(op, gid, image.face_token)
         if stage is not None:
             self.stage_after.setdefault(stage, []).extend(indexes)
         return (_State.CONVERGE if exact else _State.OTHER), tuple(indexes), expect
 
     def plan_stage_deletes(self) -> None:
-        """Each staging group goes once every re-add that may need its copies is done."""
+        """Each staging group goes once every re-add that may need its copies is done, and every add by
+        face_token of a face moving between two users of its group."""
+        if self.waits:
+            index = {id(op): len(self.creates) + i for i, op in enumerate(self.writes)}
+            for op, (gid, _token) in self.waits:
+                stage = stage_group_id(gid)
+                if op.face is not None and op.face.kind is ImageKind.FACE_TOKEN and stage in self.stage_after:
+                    self.stage_after[stage].append(index[id(op)])
         for gid in sorted(self.stage_after):
             self.group_deletes.append(Operation(OpKind.DELETE_GROUP, gid, after=tuple(sorted(self.stage_after[gid])),
                                                 reason=_STAGE_GROUP))
@@ -368,9 +459,11 @@ class _Builder:
                 for entry in news:
                     dst = entry[2].group_id
                     after = tuple(sorted({*deps, *self.group_after(dst)}))
-                    self.copies.append(Operation(
-                        OpKind.COPY_USER, dst, uid, src_group_id=src_gid, after=after,
-                        expects=(entry[5], source_expect), reason=f"same user as in group {src_gid}"))
+                    copy = Operation(OpKind.COPY_USER, dst, uid, src_group_id=src_gid, after=after,
+                                     expects=(entry[5], source_expect), reason=f"same user as in group {src_gid}")
+                    self.copies.append(copy)
+                    for image in entry[3].images:
+                        self.wait_for_move(copy, dst, image.face_token)
 
     def plan_unlisted(self) -> None:
         policy = self.desired.policy
@@ -412,6 +505,140 @@ class _Builder:
             reasons = (reason,)
         return Safety(existing=self.existing, deleting=self.deleting, max_share=policy.max_delete_share,
                       threshold_min=policy.delete_threshold_min, reasons=reasons, forced=force)
+
+
+@dataclass(frozen=True, slots=True)
+class _Moves:
+    """Faces that leave one user of a group for another user of the same group, matched by face_token."""
+
+    holders: dict[tuple[str, str], tuple[str, ...]]  # (group, token) -> the users that lose it
+    receivers: dict[tuple[str, str], tuple[str, ...]]  # (group, token) -> the users that gain it
+    losses: dict[tuple[str, str], frozenset[str]]  # (group, user) -> the faces it gives up
+    by_token: frozenset[tuple[str, str]]  # (group, token) that a new user gets by FACE_TOKEN alone
+    cyclic: frozenset[tuple[str, str]]  # (group, user) on a cycle of moves: it gains from whom it gives to
+
+
+def _moves(desired: Desired, live: Live) -> _Moves:
+    holders: dict[tuple[str, str], list[str]] = {}
+    receivers: dict[tuple[str, str], list[str]] = {}
+    losses: dict[tuple[str, str], set[str]] = {}
+    by_token: set[tuple[str, str]] = set()
+    edges: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for group in desired.groups:
+        gid = group.group_id
+        live_group = live.groups.get(gid) if gid in live.group_ids else None
+        if live_group is None:
+            continue
+        scope = group.scope_users
+        named = {user.user_id: user for user in group.users if scope is None or user.user_id in scope}
+        leaving: dict[str, list[str]] = {}  # token -> users of the group that hold it and lose it
+        for uid, live_user in live_group.users.items():
+            if live_user.face_tokens is None or (scope is not None and uid not in scope):
+                continue  # faces not read (a user that is only deleted), or out of the plan's scope
+            user = named.get(uid)
+            if not group.prune and (user is None or user.images):
+                continue  # keeps every face it has
+            keeps = {image.face_token for image in user.images} if user is not None else set()
+            for token in live_user.face_tokens:
+                if token not in keeps:
+                    leaving.setdefault(token, []).append(uid)
+        if not leaving:
+            continue
+        for uid, user in named.items():
+            live_user = live_group.users.get(uid)
+            have = set(live_user.face_tokens or ()) if live_user is not None else set()
+            for image in user.images:
+                token = image.face_token
+                if token is None or token in have:
+                    continue
+                have.add(token)  # the same face listed twice moves once
+                givers = [holder for holder in leaving.get(token, ()) if holder != uid]
+                if not givers:
+                    continue
+                holders[(gid, token)] = givers
+                receivers.setdefault((gid, token), []).append(uid)
+                if image.kind is ImageKind.FACE_TOKEN:
+                    by_token.add((gid, token))
+                for giver in givers:
+                    losses.setdefault((gid, giver), set()).add(token)
+                    edges.setdefault((gid, giver), set()).add((gid, uid))
+    cyclic = frozenset(_on_cycles(edges))
+    return _Moves({key: tuple(value) for key, value in holders.items()},
+                  {key: tuple(value) for key, value in receivers.items()},
+                  {key: frozenset(value) for key, value in losses.items()}, frozenset(by_token), cyclic)
+
+
+def _on_cycles(edges: dict[tuple[str, str], set[tuple[str, str]]]) -> set[tuple[str, str]]:
+    """Nodes of ``edges`` that lie on a cycle: members of a strongly connected component of two or more
+    (Tarjan's algorithm, iterative; no node has an edge to itself)."""
+    index: dict[tuple[str, str], int] = {}
+    low: dict[tuple[str, str], int] = {}
+    stack: list[tuple[str, str]] = []
+    on_stack: set[tuple[str, str]] = set()
+    found: set[tuple[str, str]] = set()
+    for root in sorted(edges):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges.get(root, ()))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(edges.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.update(component)
+    return found
+
+
+def _reordered(ops: tuple[Operation, ...], extra: dict[int, set[int]]) -> tuple[Operation, ...]:
+    """``ops`` with the waits of moves (``extra``: index -> indexes it also waits for, possibly later ones)
+    added to ``after``, in an order where every ``after`` points at an earlier operation: otherwise the
+    order of ``ops``, each operation as early as its waits allow (Kahn's algorithm, lowest index first)."""
+    needs = [set(op.after) | extra.get(i, set()) for i, op in enumerate(ops)]
+    waiting = [len(need) for need in needs]
+    dependents: list[list[int]] = [[] for _ in ops]
+    for i, need in enumerate(needs):
+        for j in need:
+            dependents[j].append(i)
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for j in dependents[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
+    if len(order) != len(ops):
+        raise AssertionError("the moves between users of a group form a cycle the planner did not break")
+    position = {old: new for new, old in enumerate(order)}
+    return tuple(
+        ops[i] if i not in extra and all(position[j] == j for j in ops[i].after) else
+        replace(ops[i], after=tuple(position[j] for j in (*ops[i].after, *sorted(extra.get(i, set()) - set(ops[i].after)))))
+        for i in order)
 
 
 def _multi_group_users(desired: Desired) -> set[str]:
