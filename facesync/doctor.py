@@ -48,7 +48,6 @@ from facesync.api.errors import (
 from facesync.api.protocol import MAX_FACES_PER_USER, PAGE_MAX, FaceLibrary, Image
 from facesync.errors import FacesyncError
 from facesync.images import fits_base64_limit, sniff_format
-from facesync.targets import TargetSpec
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +149,7 @@ class _Metered:
     def __init__(self, library: FaceLibrary, budget: int):
         self._library, self.budget, self.calls = library, budget, 0
         self._guard = threading.Lock()
-        if hasattr(library, "on_call"):  # an HTTP client reports every attempt: count the retries too
-            library.on_call = self._attempted
+        library.observers.append(self._attempted)  # a client reports every attempt: count the retries too
 
     def _attempted(self, record) -> None:
         if record.attempt > 1:
@@ -414,9 +412,7 @@ def _qps_finding(burst: Callable[[], FaceLibrary] | None, meter: _Metered) -> Fi
             errors = list(pool.map(one, range(QPS_BURST)))
     finally:
         meter.spend(QPS_BURST)
-        close = getattr(client, "close", None)
-        if callable(close):
-            close()
+        client.close()
     refused = sum(isinstance(error, QpsLimitError) for error in errors)
     other = [error for error in errors if error is not None and not isinstance(error, QpsLimitError)]
     if other:
@@ -467,32 +463,12 @@ def examine(library: FaceLibrary, photos: Sequence[bytes], *, identity: str = ""
                         "not observed")
     finally:
         removed = _remove(meter, doctor.scratch)
+        library.observers.remove(meter._attempted)
     if not removed:
         raise DoctorError("could not remove the scratch groups " + ", ".join(doctor.scratch),
                           hint="delete them by hand; they hold only copies of the probe photo")
-    return Report(identity or getattr(library, "identity", ""), tuple(doctor.findings), meter.calls, budget,
+    return Report(identity or library.identity, tuple(doctor.findings), meter.calls, budget,
                   doctor.scratch, removed)
-
-
-def run_doctor(spec: TargetSpec, image_paths: Sequence[str]) -> Report:
-    """Open ``spec``, observe, close: what ``facesync doctor`` runs."""
-    from facesync.targets import ERROR, open_target
-
-    photos = read_photos(image_paths)
-    library = open_target(spec, if_missing=ERROR)  # a library to observe, never a new one
-    burst = None
-    if not spec.is_local:
-        from facesync.api.baidu import BaiduClient
-
-        def burst() -> FaceLibrary:
-            return BaiduClient.from_environment(spec.location, qps=None, max_attempts=1, max_elapsed=0,
-                                               concurrency=QPS_BURST)  # no retry, not even after 18
-    try:
-        return examine(library, photos, identity=library.identity, burst=burst)
-    finally:
-        close = getattr(library, "close", None)
-        if callable(close):
-            close()
 
 
 # ---- output ---------------------------------------------------------------------------------------------

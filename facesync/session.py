@@ -37,7 +37,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TextIO
@@ -71,6 +71,7 @@ from facesync.targets import (
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from facesync.doctor import Report as DoctorReport
     from facesync.export import ExportStats
     from facesync.incremental import Tracked, Trust
     from facesync.snapshot import Snapshot
@@ -223,11 +224,6 @@ class Session:
         else:
             self.library = target
             self.spec = _target_of(target.identity)
-        try:
-            self.identity = self.library.identity  # a remote library fetches its token here, once
-        except BaseException:
-            self.close()
-            raise
 
     @classmethod
     def for_manifest(cls, manifest: str | Manifest, target: str | None = None, *, groups: Iterable[str] = (),
@@ -263,6 +259,11 @@ class Session:
 
     def __repr__(self) -> str:
         return f"Session({self.identity!r})"
+
+    @property
+    def identity(self) -> str:
+        """Which library this is ("local:PATH", "<base URL> app <app id>"), as plans and reports name it."""
+        return self.library.identity
 
     # ---- lifecycle ----
 
@@ -420,6 +421,22 @@ class Session:
         return result
 
     # ---- reading ----
+
+    def doctor(self, photos: Sequence[bytes]) -> DoctorReport:
+        """Observe how the library answers where Baidu's documentation is silent (``facesync doctor``), in
+        scratch groups that are removed whatever happens; ``photos``: JPEG or PNG bytes of one face."""
+        from facesync.doctor import QPS_BURST, examine
+
+        burst = None
+        if not self.spec.is_local:
+            from facesync.api.baidu import BaiduClient
+
+            location = self.spec.location
+
+            def burst() -> FaceLibrary:
+                return BaiduClient.from_environment(location, qps=None, max_attempts=1, max_elapsed=0,
+                                                   concurrency=QPS_BURST)  # no retry, not even after 18
+        return examine(self.library, photos, identity=self.identity, burst=burst)
 
     def snapshot(self, manifest: str | Manifest | None = None, *, whole: bool = False) -> Snapshot:
         """The live state a plan of ``manifest`` (None: the session's) reads, with its images' face_tokens,

@@ -21,16 +21,19 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from facesync.api.errors import error_for
+from facesync.api.errors import FaceApiError, error_for
 from facesync.api.protocol import (
     ALL_GROUPS,
     PAGE_DEFAULT,
     Ack,
     AddedFace,
+    CallRecord,
     Detection,
+    Endpoint,
     FaceLibrary,
     FaceList,
     IdPage,
+    LibraryBase,
     UserRecord,
 )
 from facesync.errors import ConfigError
@@ -163,22 +166,30 @@ def open_target(spec: TargetSpec, *, qps: float | None = None, concurrency: int 
         return create()
     from facesync.api.baidu import BaiduClient
 
-    return BaiduClient.from_environment(
+    client = BaiduClient.from_environment(
         spec.location, qps=REMOTE_DEFAULT_QPS if qps is None else qps, concurrency=concurrency
     )
+    try:
+        client.connect()  # the token now: a wrong URL or key fails here, and the identity names the app
+    except BaseException:
+        client.close()
+        raise
+    return client
 
 
-class PendingLocalLibrary:
+class PendingLocalLibrary(LibraryBase):
     """A ``local:`` library that does not exist yet: the empty library until a write creates it.
 
     Reads answer as an empty library does (no group; 223100/223103 for anything in one) and touch
     nothing on disk, so a plan leaves no file or folder behind. The first write (or detect, which
     records a token) creates the library through ``create`` and from then on every call goes to it,
     so a plan made here can still be applied on the same object. ``identity`` is the one the created
-    library has, so plan and apply share one token cache.
+    library has, so plan and apply share one token cache. Its observers see the empty library's answers,
+    then the created library's calls.
     """
 
     def __init__(self, path: str, create: Callable[[], FaceLibrary]):
+        super().__init__()
         self.path = os.path.abspath(path)
         self._create = create
         self._created: FaceLibrary | None = None
@@ -195,33 +206,40 @@ class PendingLocalLibrary:
         with self._lock:
             if self._created is None:
                 self._created = self._create()
+                self._created.observers = self.observers  # one list: whoever observes this sees it all
             return self._created
 
     def close(self) -> None:
         if self._created is not None:
             self._created.close()
 
+    def _answered(self, endpoint: str, code: int = 0) -> FaceApiError | None:
+        """Report the empty library's answer to the observers; the error to raise for a non-zero code."""
+        self._notify(CallRecord(endpoint, code, None, 0.0, 1))
+        return error_for(code) if code else None
+
     # ---- reads: the empty library until it exists ----
 
     def group_getlist(self, start: int = 0, length: int = PAGE_DEFAULT) -> IdPage:
         if self._created is not None:
             return self._created.group_getlist(start, length)
+        self._answered(Endpoint.GROUP_GETLIST)
         return IdPage((), 0)
 
     def group_getusers(self, group_id: str, start: int = 0, length: int = PAGE_DEFAULT) -> IdPage:
         if self._created is not None:
             return self._created.group_getusers(group_id, start, length)
-        raise error_for(223100)
+        raise self._answered(Endpoint.GROUP_GETUSERS, 223100)
 
     def user_get(self, group_id: str, user_id: str) -> UserRecord:
         if self._created is not None:
             return self._created.user_get(group_id, user_id)
-        raise error_for(223103 if group_id == ALL_GROUPS else 223100)
+        raise self._answered(Endpoint.USER_GET, 223103 if group_id == ALL_GROUPS else 223100)
 
     def face_getlist(self, group_id: str, user_id: str) -> FaceList:
         if self._created is not None:
             return self._created.face_getlist(group_id, user_id)
-        raise error_for(223100)
+        raise self._answered(Endpoint.FACE_GETLIST, 223100)
 
     # ---- writes: create the library first ----
 

@@ -102,6 +102,7 @@ def test_apply_converges_through_thirty_percent_transient_faults(serve, tmp_path
     ))
     client = BaiduClient(server.base_url, server.api_key, server.secret_key, qps=None)
     client.policy = RetryPolicy(max_attempts=25, max_elapsed=60, base_delay=0.02, max_delay=0.2)
+    client.connect()  # the token, so that the identity names the app
     cache = TokenCache.for_target(client.identity, str(server.db) + ".cache")  # knows the seeded faces
     try:
         plan = plan_for(client, desired, cache)
@@ -168,6 +169,7 @@ def test_a_user_update_answered_after_the_timeout_is_never_sent_again(serve, tmp
     images = tuple(image_file(tmp_path, seed) for seed in (1, 2, 3))
     desired = Desired(groups=(DesiredGroup("g", (DesiredUser("u", images, "new"),)),))
     client = BaiduClient(server.base_url, server.api_key, server.secret_key, qps=None, read_timeout=0.5)
+    client.connect()  # the token, so that the identity names the app
     cache = TokenCache.for_target(client.identity, str(server.db) + ".cache")
     try:
         plan = plan_for(client, desired, cache)

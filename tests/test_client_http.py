@@ -78,6 +78,7 @@ def test_every_endpoint_round_trips_with_typed_results(serve):
     server = serve()
     records: list[CallRecord] = []
     client = client_for(server, on_call=records.append)
+    client.connect()
     assert client.identity == f"{server.base_url} app {server.app_id}"
 
     assert isinstance(client.group_add("staff"), Ack)

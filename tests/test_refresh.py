@@ -66,7 +66,8 @@ def test_an_in_sync_library_costs_the_minimum_of_calls(tmp_path, serve):
         build(lib)
     server = serve(db=db)
     client = BaiduClient(server.base_url, API_KEY, SECRET_KEY, qps=None)
-    assert client.identity  # the access token is fetched outside the counted calls
+    client.connect()  # the access token is fetched outside the counted calls
+    assert client.identity
     server.reset()
     live = refresh(client, MANIFEST, concurrency=4)
     assert server.stats()["counters"] == {
@@ -89,6 +90,7 @@ def test_every_page_is_read_once(tmp_path, serve):
                                                                 .face_token))
     server = serve(db=db)
     client = BaiduClient(server.base_url, API_KEY, SECRET_KEY, qps=None)
+    client.connect()
     assert client.identity
     server.reset()
     live = refresh(client, Desired(groups=(DesiredGroup("crowd", (user("u999"),)),)))
@@ -146,6 +148,7 @@ def test_user_info_is_read_only_for_users_a_plan_adds_faces_to(tmp_path, serve):
         tokens = build(lib)
     server = serve(db=db)
     client = BaiduClient(server.base_url, API_KEY, SECRET_KEY, qps=None)
+    client.connect()
     assert client.identity
     face = lambda name: DesiredImage(ImageKind.FACE_TOKEN, tokens[name], face_token=tokens[name])
     in_sync = Desired(groups=(DesiredGroup("staff", (DesiredUser("bob", (face("bob"),)),

@@ -24,9 +24,11 @@ Everything that goes wrong between facesync and the server ends here as one of t
 - connections: one ``requests.Session`` with a pool of ``concurrency`` connections, at most
   ``concurrency`` calls in flight, (connect, read) timeouts, TLS verification always on, proxies and CA
   bundle from the environment as ``requests`` reads them.
-- ``on_call`` sees one ``CallRecord`` per HTTP attempt at an API endpoint (token requests excluded, they
-  have no log_id), from the calling thread: ``error_code`` 0 for success, the Baidu code on an error
-  answer, None when no usable answer came.
+- ``observers`` (``FaceLibrary``'s) see one ``CallRecord`` per HTTP attempt at an API endpoint (token
+  requests excluded, they have no log_id), from the calling thread: ``error_code`` 0 for success, the
+  Baidu code on an error answer, None when no usable answer came. ``on_call=`` adds one at construction.
+- ``identity`` never fetches a token: ``connect()`` does (``open_target`` calls it), and from then on
+  ``identity`` names the app the token was issued for.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ from facesync.api.protocol import (
     TOKEN_PATH,
     Ack,
     AddedFace,
+    CallObserver,
+    CallRecord,
     DetectedFace,
     Detection,
     Endpoint,
@@ -68,6 +72,7 @@ from facesync.api.protocol import (
     FaceList,
     IdPage,
     Image,
+    LibraryBase,
     Location,
     UserMembership,
     UserRecord,
@@ -134,24 +139,13 @@ def _scrub_library_logs() -> None:
             _scrub_installed = True
 
 
-_call_observers: list[Callable[[CallRecord], None]] = []  # process-wide, beside each client's on_call
+_call_observers: list[CallObserver] = []  # process-wide, beside each client's own observers
 
 
-def add_call_observer(observer: Callable[[CallRecord], None]) -> Callable[[], None]:
+def add_call_observer(observer: CallObserver) -> Callable[[], None]:
     """Report every client's calls to ``observer`` as well (``--metrics-file``); returns what removes it."""
     _call_observers.append(observer)
     return lambda: _call_observers.remove(observer)
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """One HTTP attempt at an API endpoint, for reports: which, how it ended, its log_id, how long."""
-
-    endpoint: str
-    error_code: int | None  # 0 success, Baidu's code on an error answer, None when no usable answer
-    log_id: int | None
-    duration_s: float
-    attempt: int
 
 
 @dataclass(frozen=True)
@@ -202,7 +196,7 @@ def app_id_of(access_token: str) -> str | None:
     return tail if sep and head and tail.isdigit() else None
 
 
-class BaiduClient:
+class BaiduClient(LibraryBase):
     """The face library of one Baidu app, over HTTP. Thread-safe: share one client between threads."""
 
     def __init__(
@@ -220,8 +214,9 @@ class BaiduClient:
         max_elapsed: float = 120,
         transport_budget: float = 60,
         session: requests.Session | None = None,
-        on_call: Callable[[CallRecord], None] | None = None,
+        on_call: CallObserver | None = None,
     ):
+        super().__init__()
         logs.register_secret(api_key)
         logs.register_secret(secret_key)
         _scrub_library_logs()
@@ -244,7 +239,8 @@ class BaiduClient:
         # the first contact fails fast on a wrong URL; once a token is held, a restart is waited out
         self.token_policy = RetryPolicy(max_attempts=max_attempts, max_elapsed=max_elapsed, transport_budget=0)
         self.limiter = RateLimiter(qps)
-        self.on_call = on_call
+        if on_call is not None:
+            self.observers.append(on_call)
         self._session = session or self._new_session(concurrency)
         self._in_flight = threading.BoundedSemaphore(concurrency)
         self._token: _Token | None = None
@@ -285,8 +281,14 @@ class BaiduClient:
 
     @property
     def identity(self) -> str:
-        """"<base URL> app <app id>", the app id taken from the access token (so it fetches one)."""
-        return f"{self.base_url} app {self._current_token().app_id or self._app_id_shown()}"
+        """"<base URL> app <app id>": the app id of the access token once one is held (``connect``), else
+        BAIDU_APP_ID's, else "unknown". Makes no call."""
+        return f"{self.base_url} app {self._app_id_shown()}"
+
+    def connect(self) -> None:
+        """Fetch the access token now (and check it is for BAIDU_APP_ID's app), so that ``identity``
+        names the app and a wrong URL or key is an error before anything else is done."""
+        self._current_token()
 
     def _app_id_shown(self) -> str:
         token = self._token
@@ -448,13 +450,7 @@ class BaiduClient:
             self._sleep(delay)
 
     def _report(self, endpoint: str, code: int | None, log_id: int | None, duration: float, attempt: int) -> None:
-        for observer in (self.on_call, *_call_observers):
-            if observer is None:
-                continue
-            try:
-                observer(CallRecord(endpoint, code, log_id, duration, attempt))
-            except Exception as failure:  # noqa: BLE001 - an observer must not turn a committed call into a failure
-                log.warning("call observer failed on %s: %s", endpoint, scrub(repr(failure)))
+        self._notify(CallRecord(endpoint, code, log_id, duration, attempt), *_call_observers)
 
     def _envelope(self, endpoint: str, access_token: str, params: dict[str, Any]) -> dict:
         response = self._post(API_PATH + endpoint, endpoint, {"access_token": access_token}, params)

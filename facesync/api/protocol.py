@@ -9,11 +9,17 @@ carries the call's ``log_id`` so that reports can name it.
 from __future__ import annotations
 
 import base64
+import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+log = logging.getLogger("facesync.api")
 
 PAGE_MAX = 1000  # the largest page group/getlist and group/getusers serve
 PAGE_DEFAULT = 100  # the page they serve when no length is given
@@ -170,13 +176,43 @@ class Detection:
         return len(self.faces)
 
 
+@dataclass(frozen=True)
+class CallRecord:
+    """One attempt at an endpoint, as a library's observers see it, for reports and counts.
+
+    ``error_code``: 0 for success, the Baidu code of an error answer, None when no usable answer came;
+    ``attempt``: 1 for a call's first request, counting up through its retries and token renewals."""
+
+    endpoint: str
+    error_code: int | None
+    log_id: int | None
+    duration_s: float
+    attempt: int
+
+
+CallObserver = Callable[[CallRecord], None]
+
+
 @runtime_checkable
 class FaceLibrary(Protocol):
-    """One Baidu face library. Parameter names follow the API's; each method is one call."""
+    """One Baidu face library. Parameter names follow the API's; each method is one call.
+
+    Every implementation can be closed (``close()``, or a ``with`` block) and observed: each of its
+    ``observers`` is called, in the calling thread, with a ``CallRecord`` for every attempt at an endpoint.
+    Reading ``identity`` never makes a call."""
+
+    observers: list[CallObserver]
 
     @property
     def identity(self) -> str:
         """Which library this is, for plans and messages (never containing a secret)."""
+
+    def close(self) -> None:
+        """Release connections and files; the library cannot be used afterwards."""
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
     def user_add(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
                  quality_control: str = NO_CONTROL, liveness_control: str = NO_CONTROL) -> AddedFace: ...
@@ -203,6 +239,33 @@ class FaceLibrary(Protocol):
     def group_getlist(self, start: int = 0, length: int = PAGE_DEFAULT) -> IdPage: ...
 
     def detect(self, image: Image) -> Detection: ...
+
+
+class LibraryBase:
+    """What every ``FaceLibrary`` implementation shares: its call observers and ``with`` use."""
+
+    def __init__(self) -> None:
+        self.observers: list[CallObserver] = []
+
+    def close(self) -> None:
+        """Nothing to release here; implementations that hold something say so."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _notify(self, record: CallRecord, *more: CallObserver) -> None:
+        """Tell every observer (and ``more``) of ``record``; an observer that fails is logged, not raised:
+        it must not turn a call the library carried out into a failure."""
+        for observer in (*self.observers, *more):
+            try:
+                observer(record)
+            except Exception as failure:  # noqa: BLE001
+                from facesync.logs import redact
+
+                log.warning("call observer failed on %s: %s", record.endpoint, redact(repr(failure)))
 
 
 def iter_group_ids(library: FaceLibrary) -> Iterator[str]:

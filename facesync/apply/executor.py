@@ -50,7 +50,7 @@ from facesync.api.errors import (
     UserExistsError,
     UserNotFoundError,
 )
-from facesync.api.protocol import FaceLibrary, Image, iter_group_ids
+from facesync.api.protocol import CallRecord, FaceLibrary, Image, iter_group_ids
 from facesync.apply.order import dependencies, subject_of
 from facesync.apply.results import ALREADY, DONE, FAILED, OUTCOMES, SKIPPED, ApplyResult, OpResult
 from facesync.apply.verify import VERIFY_MODES, verify_results
@@ -127,20 +127,24 @@ def execute(
     run = _Run(plan, library, concurrency=max(1, concurrency), progress=progress, on_result=on_result,
                cache=cache)
     run.group_wait_s, run.sleep = group_wait_s, sleep
-    restore = _install_observer(library, run.observe)
+    library.observers.append(run.observe)  # attempts and log_ids include the client's retries
     try:
         run.run()
     finally:
-        restore()
+        library.observers.remove(run.observe)
     ran_s = time.monotonic() - started
     problems: tuple[str, ...] = ()
     verify_calls = 0
     verified = False
     verify_started = time.monotonic()
     if verify != "off" and run.stopped is None and plan.operations:
-        counter = _CountingLibrary(library)
-        problems = verify_results(plan, counter, run.results_tuple(), concurrency=concurrency, mode=verify)
-        verify_calls = counter.calls
+        reads: list[CallRecord] = []
+        library.observers.append(reads.append)
+        try:
+            problems = verify_results(plan, library, run.results_tuple(), concurrency=concurrency, mode=verify)
+        finally:
+            library.observers.remove(reads.append)
+        verify_calls = sum(1 for record in reads if record.attempt == 1)  # calls, not their retries
         verified = True
     results = run.results_tuple()
     totals = {outcome: sum(1 for r in results if r.outcome == outcome) for outcome in OUTCOMES}
@@ -354,7 +358,7 @@ class _Run:
             attempts = len(observed) or self.tls.own_calls
             self.tls.calls = None
         if log_id is None and observed:
-            log_id = getattr(observed[-1], "log_id", None)
+            log_id = observed[-1].log_id
         return OpResult(index, op, outcome, code, message, log_id, time.monotonic() - started, attempts, token)
 
     def _call(self, method: str, *args, **kwargs):
@@ -582,44 +586,3 @@ def _unmatched_face(op: Operation, token: str, error: FaceApiError) -> FaceApiEr
 
 def _where(op: Operation) -> str:
     return f"{op.group_id}/{op.user_id}" if op.user_id is not None else op.group_id
-
-
-def _install_observer(library: FaceLibrary, observer: Callable) -> Callable[[], None]:
-    """Chain ``observer`` onto a client's ``on_call`` hook, so attempts and log_ids include retries.
-
-    Returns what puts the previous hook back."""
-    if not hasattr(library, "on_call"):
-        return lambda: None
-    previous = library.on_call
-
-    def chained(record):
-        if previous is not None:
-            previous(record)
-        observer(record)
-
-    try:
-        library.on_call = chained
-    except AttributeError:
-        return lambda: None
-    return lambda: setattr(library, "on_call", previous)
-
-
-class _CountingLibrary:
-    """Counts the calls verification makes, for the report."""
-
-    def __init__(self, library: FaceLibrary):
-        self._library = library
-        self._lock = threading.Lock()
-        self.calls = 0
-
-    def __getattr__(self, name):
-        target = getattr(self._library, name)
-        if not callable(target):
-            return target
-
-        def counted(*args, **kwargs):
-            with self._lock:
-                self.calls += 1
-            return target(*args, **kwargs)
-
-        return counted

@@ -7,9 +7,9 @@ import json
 import click
 
 from facesync.commands.options import target_option
-from facesync.doctor import render_text, run_doctor
+from facesync.doctor import read_photos, render_text
 from facesync.errors import EXIT_OK
-from facesync.targets import choose_target
+from facesync.session import Session
 
 
 @click.command("doctor")
@@ -29,6 +29,8 @@ def command(target: str | None, images: tuple[str, ...], fmt: str) -> int:
       facesync doctor --target baidu --image me.jpg
       facesync doctor --target http://127.0.0.1:8080 --image me.jpg --format json
     """
-    report = run_doctor(choose_target(target), images)
+    photos = read_photos(images)  # a bad photo is refused before anything is opened
+    with Session(target, if_missing="error") as session:  # a library to observe, never a new one
+        report = session.doctor(photos)
     click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False) if fmt == "json" else render_text(report))
     return EXIT_OK

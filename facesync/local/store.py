@@ -81,13 +81,16 @@ from facesync.api.protocol import (
     USER_INFO_MAX_BYTES,
     Ack,
     AddedFace,
+    CallRecord,
     DetectedFace,
     Detection,
+    Endpoint,
     FaceEntry,
     FaceList,
     IdPage,
     Image,
     ImageType,
+    LibraryBase,
     Location,
     UserMembership,
     UserRecord,
@@ -152,6 +155,32 @@ def location_for(face_token: str) -> Location:
     width = 80 + b[4] % 120
     return Location(left=round(20 + b[0] % 200 + b[1] / 256, 2), top=round(20 + b[2] % 200 + b[3] / 256, 2),
                     width=float(width), height=float(width + b[5] % 24), rotation=b[6] % 41 - 20)
+
+
+def _endpoint(name: str):
+    """Report each call of the decorated method to the library's observers, as a remote library reports
+    each request: the endpoint, the answer's code and log_id, how long it took."""
+
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            if not self.observers:
+                return method(self, *args, **kwargs)
+            started = time.monotonic()
+            try:
+                result = method(self, *args, **kwargs)
+            except FaceApiError as error:
+                self._notify(CallRecord(name, error.error_code, error.log_id, time.monotonic() - started, 1))
+                raise
+            except Exception:
+                self._notify(CallRecord(name, None, None, time.monotonic() - started, 1))
+                raise
+            self._notify(CallRecord(name, 0, result.log_id, time.monotonic() - started, 1))
+            return result
+
+        return wrapper
+
+    return decorate
 
 
 def _translate_db_errors(method):
@@ -251,7 +280,7 @@ def _page(start: object, length: object, *, clamp: bool) -> tuple[int, int]:
     return first, min(count, PAGE_MAX)
 
 
-class LocalLibrary:
+class LocalLibrary(LibraryBase):
     """A Baidu-compatible face library in one SQLite file; implements ``FaceLibrary``."""
 
     def __init__(self, path: str, *, unknowns: str | Unknowns = LENIENT,
@@ -263,6 +292,7 @@ class LocalLibrary:
         """The documented limits are on by default; each keyword turns one off for a test that needs it:
         ``max_faces_per_user=None`` (no face cap), ``background_group_delete=False`` (every group goes at
         once), ``user_id_limits_per_endpoint=False`` (128 bytes everywhere, not 48 off user/add)."""
+        super().__init__()
         self.unknowns = unknowns if isinstance(unknowns, Unknowns) else Unknowns.named(unknowns)
         if max_faces_per_user is not None and max_faces_per_user < 1:
             raise ValueError("max_faces_per_user must be at least 1")
@@ -301,12 +331,6 @@ class LocalLibrary:
 
     def __repr__(self) -> str:
         return f"LocalLibrary({self.path!r})"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the idle connections of this process; the library cannot be used afterwards."""
@@ -451,6 +475,7 @@ class LocalLibrary:
 
     # ---- faceset endpoints ----
 
+    @_endpoint(Endpoint.USER_ADD)
     @_translate_db_errors
     def user_add(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
                  quality_control: str = NO_CONTROL, liveness_control: str = NO_CONTROL,
@@ -476,6 +501,7 @@ class LocalLibrary:
             self._insert_face(conn, user_seq, face_token)
         return AddedFace(face_token, location_for(face_token), new_log_id())
 
+    @_endpoint(Endpoint.USER_UPDATE)
     @_translate_db_errors
     def user_update(self, group_id: str, user_id: str, image: Image, *, user_info: str | None = None,
                     quality_control: str = NO_CONTROL, liveness_control: str = NO_CONTROL,
@@ -560,6 +586,7 @@ class LocalLibrary:
                      (user_seq, face_token, self._now_text()))
         conn.execute("INSERT OR IGNORE INTO known_tokens (face_token) VALUES (?)", (face_token,))
 
+    @_endpoint(Endpoint.FACE_DELETE)
     @_translate_db_errors
     def face_delete(self, group_id: str, user_id: str, face_token: str) -> Ack:
         _require(("user_id", user_id), ("group_id", group_id), ("face_token", face_token))
@@ -576,6 +603,7 @@ class LocalLibrary:
                 conn.execute("DELETE FROM users WHERE seq = ?", (user_seq,))
         return Ack(new_log_id())
 
+    @_endpoint(Endpoint.USER_GET)
     @_translate_db_errors
     def user_get(self, group_id: str, user_id: str) -> UserRecord:
         _require(("user_id", user_id), ("group_id", group_id))
@@ -593,6 +621,7 @@ class LocalLibrary:
             raise _fail(223103)
         return UserRecord(tuple(UserMembership(g, info) for g, info in rows), new_log_id())
 
+    @_endpoint(Endpoint.FACE_GETLIST)
     @_translate_db_errors
     def face_getlist(self, group_id: str, user_id: str) -> FaceList:
         _require(("user_id", user_id), ("group_id", group_id))
@@ -605,6 +634,7 @@ class LocalLibrary:
                                 (user_seq,)).fetchall()
         return FaceList(tuple(FaceEntry(token, ctime) for token, ctime in rows), new_log_id())
 
+    @_endpoint(Endpoint.GROUP_GETUSERS)
     @_translate_db_errors
     def group_getusers(self, group_id: str, start: int = 0, length: int = PAGE_DEFAULT) -> IdPage:
         _require(("group_id", group_id))
@@ -616,6 +646,7 @@ class LocalLibrary:
                                 (group_seq, count, first)).fetchall()
         return IdPage(tuple(row[0] for row in rows), new_log_id())
 
+    @_endpoint(Endpoint.USER_COPY)
     @_translate_db_errors
     def user_copy(self, user_id: str, src_group_id: str, dst_group_id: str) -> Ack:
         _require(("user_id", user_id), ("src_group_id", src_group_id), ("dst_group_id", dst_group_id))
@@ -640,6 +671,7 @@ class LocalLibrary:
                          (copy_seq, row[0]))
         return Ack(new_log_id())
 
+    @_endpoint(Endpoint.USER_DELETE)
     @_translate_db_errors
     def user_delete(self, group_id: str, user_id: str) -> Ack:
         _require(("group_id", group_id), ("user_id", user_id))
@@ -659,6 +691,7 @@ class LocalLibrary:
                     raise _fail(223103)
         return Ack(new_log_id())
 
+    @_endpoint(Endpoint.GROUP_ADD)
     @_translate_db_errors
     def group_add(self, group_id: str) -> Ack:
         _require(("group_id", group_id))
@@ -677,6 +710,7 @@ class LocalLibrary:
             conn.execute("INSERT INTO groups (group_id) VALUES (?)", (group_id,))
         return Ack(new_log_id())
 
+    @_endpoint(Endpoint.GROUP_DELETE)
     @_translate_db_errors
     def group_delete(self, group_id: str) -> Ack:
         _require(("group_id", group_id))
@@ -696,6 +730,7 @@ class LocalLibrary:
                 conn.execute("DELETE FROM groups WHERE seq = ?", (group_seq,))
         return Ack(new_log_id())
 
+    @_endpoint(Endpoint.GROUP_GETLIST)
     @_translate_db_errors
     def group_getlist(self, start: int = 0, length: int = PAGE_DEFAULT) -> IdPage:
         first, count = _page(start, length, clamp=self.unknowns.clamp_page_length)
@@ -704,6 +739,7 @@ class LocalLibrary:
                                 "ORDER BY seq LIMIT ? OFFSET ?", (count, first)).fetchall()
         return IdPage(tuple(row[0] for row in rows), new_log_id())
 
+    @_endpoint(Endpoint.DETECT)
     @_translate_db_errors
     def detect(self, image: Image) -> Detection:
         """One face per accepted image; its token becomes usable as a FACE_TOKEN image."""
