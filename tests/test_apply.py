@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from facesync.model import (
     Policy,
 )
 from facesync.plan.ops import Expect, FaceSource, Operation, OpKind, Plan
+from tests.support.cli import environment, run_facesync
 from tests.support.images import png
 
 # ---- helpers shared by the apply tests --------------------------------------------------------------
@@ -351,10 +350,8 @@ def test_report_lists_every_operation_with_outcome_and_totals(library, tmp_path)
 
 
 def _cli(tmp_path, *args: str):
-    env = {**os.environ, "FACESYNC_CACHE_DIR": str(tmp_path / "cache")}
-    env.pop("FACESYNC_TARGET", None)
-    return subprocess.run([sys.executable, "-m", "facesync", *args], check=False, env=env, capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)
+    return run_facesync(*args, env=environment(without=("FACESYNC_TARGET",),
+                                               FACESYNC_CACHE_DIR=str(tmp_path / "cache")))
 
 
 def _manifest(tmp_path, users: dict, *, extra: str = "") -> str:
@@ -387,8 +384,7 @@ def test_cli_asks_on_a_terminal_and_only_yes_applies(tmp_path):
         master, slave = os.openpty()
         try:
             os.write(master, answer.encode())
-            done = subprocess.run([sys.executable, "-m", "facesync", "apply", manifest], check=False, env=env, stdin=slave,
-                                  capture_output=True, text=True, timeout=60)
+            done = run_facesync("apply", manifest, env=env, stdin=slave)
         finally:
             os.close(slave)
             os.close(master)

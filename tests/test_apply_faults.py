@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 import time
 
 import pytest
@@ -17,6 +16,7 @@ from facesync.api.retry import RetryPolicy
 from facesync.cache import TokenCache
 from facesync.local.store import LocalLibrary
 from facesync.model import Desired, DesiredGroup, DesiredUser
+from tests.support.cli import run_facesync
 from tests.support.images import png
 from tests.test_apply import desired_state, execute, image_file, plan_for, seed_library, snapshot, token_of
 
@@ -84,8 +84,7 @@ def write_manifest(tmp_path, groups: dict) -> str:
 
 def run_apply(server, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**server.env(), "FACESYNC_CACHE_DIR": str(server.db) + ".cache"}
-    return subprocess.run([sys.executable, "-m", "facesync", "apply", "--qps", "500", *args], env=env,
-                          check=False, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return run_facesync("apply", "--qps", "500", *args, env=env, timeout=timeout)
 
 
 def test_apply_converges_through_thirty_percent_transient_faults(serve, tmp_path):

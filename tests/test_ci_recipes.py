@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from facesync.cli import cli
+from tests.support.cli import run_facesync
 
 ROOT = Path(__file__).resolve().parent.parent
 GITHUB = sorted((ROOT / "examples" / "ci" / "github").glob("*.yml"))
@@ -696,8 +697,7 @@ def test_gitlab_helper_picks_the_newest_successful_pipeline_of_the_reviewed_comm
 def facesync_in(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "FACESYNC_TARGET": f"local:{tmp_path / 'library.db'}",
            "FACESYNC_CACHE_DIR": str(tmp_path / "cache")}
-    return subprocess.run([sys.executable, "-m", "facesync", *args], check=False, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, env=env)
+    return run_facesync(*args, cwd=tmp_path, env=env)
 
 
 @pytest.mark.skipif(not QUICKSTART.exists(), reason="no quick-start manifest yet")
@@ -737,8 +737,7 @@ def test_fork_without_credentials_plans_offline_from_the_drift_snapshot(tmp_path
     with_secrets = {**server.env(), "FACESYNC_CACHE_DIR": str(tmp_path / "main-cache")}
     for step in (["apply", manifest, "--yes", "--qps", "500"],
                  ["snapshot", manifest, "--out", "live.json", "--qps", "500"]):
-        done = subprocess.run([sys.executable, "-m", "facesync", *step], check=False, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120, env=with_secrets)
+        done = run_facesync(*step, cwd=tmp_path, env=with_secrets)
         assert done.returncode == 0, done.stderr
     server.stop()
     fork = tmp_path / "fork"
@@ -749,10 +748,9 @@ def test_fork_without_credentials_plans_offline_from_the_drift_snapshot(tmp_path
     no_secrets = {key: value for key, value in server.env().items() if not key.startswith("BAIDU_")}
 
     def offline_plan(path: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "facesync", "plan", path, "--live", "live.json",
-                               "--format", "markdown", "--out", "plan.json", "--detailed-exitcode"],
-                              check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                              env={**no_secrets, "FACESYNC_CACHE_DIR": str(tmp_path / "fork-cache")})
+        return run_facesync("plan", path, "--live", "live.json", "--format", "markdown", "--out", "plan.json",
+                            "--detailed-exitcode", cwd=tmp_path,
+                            env={**no_secrets, "FACESYNC_CACHE_DIR": str(tmp_path / "fork-cache")})
 
     unchanged, changed = offline_plan(manifest), offline_plan(str(fork / "faceset.yaml"))
 

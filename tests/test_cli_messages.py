@@ -11,17 +11,15 @@ from pathlib import Path
 import pytest
 
 from facesync.cli import hoist_global_options
+from tests.support.cli import environment, run_facesync
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart" / "faceset.yaml"
 
 
 def facesync(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    environment = {key: value for key, value in os.environ.items()
-                   if key not in ("FACESYNC_TARGET", "BAIDU_API_KEY", "BAIDU_SECRET_KEY", "BAIDU_APP_ID", "NO_COLOR")}
-    environment.update({"FACESYNC_CACHE_DIR": str(cwd / "cache"), **env})
-    return subprocess.run([sys.executable, "-m", "facesync", *args], check=False, capture_output=True, text=True,
-                          timeout=120, cwd=cwd, env=environment)
+    unset = ("FACESYNC_TARGET", "BAIDU_API_KEY", "BAIDU_SECRET_KEY", "BAIDU_APP_ID", "NO_COLOR")
+    return run_facesync(*args, cwd=cwd, env=environment(without=unset, FACESYNC_CACHE_DIR=str(cwd / "cache"), **env))
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -12,20 +12,18 @@ import click
 import pytest
 
 from facesync.cli import cli
+from tests.support.cli import environment, run_facesync
 
 SHELLS = ("bash", "zsh", "fish")
 
 
-def run_facesync(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "facesync", *args],
-        check=False, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
-    )
+def facesync_with(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return run_facesync(env=environment(**env))
 
 
 def bash_complete(words: str, cword: int) -> list[tuple[str, str]]:
     """What facesync answers the bash script's callback: (type, value) pairs."""
-    done = run_facesync(env={"_FACESYNC_COMPLETE": "bash_complete", "COMP_WORDS": words,
+    done = facesync_with({"_FACESYNC_COMPLETE": "bash_complete", "COMP_WORDS": words,
                              "COMP_CWORD": str(cword)})
     assert done.returncode == 0, done.stderr
     return [tuple(line.split(",", 1)) for line in done.stdout.splitlines()]

@@ -18,6 +18,7 @@ from facesync.local.store import LocalLibrary
 from facesync.model import LOCK_GROUP_PREFIX, is_lock_group
 from facesync.plan import planfile
 from facesync.plan.ops import OpKind
+from tests.support.cli import run_facesync
 from tests.test_apply import seed_library, snapshot, token_of
 from tests.test_apply_faults import remember_seeded, run_apply, served_state, write_manifest
 
@@ -114,9 +115,7 @@ def test_kill_9_at_random_moments_then_apply_converges_and_deletes_only_planned(
 def _first_plan(server, manifest, tmp_path):
     env = {**server.env(), "FACESYNC_CACHE_DIR": str(server.db) + ".cache"}
     out = tmp_path / "first-plan.json"
-    made = subprocess.run([sys.executable, "-m", "facesync", "plan", manifest, "--qps", "500", "--out", str(out)],
-                          check=False, env=env, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    made = run_facesync("plan", manifest, "--qps", "500", "--out", str(out), env=env)
     assert made.returncode == 0, made.stderr
     return planfile.load_plan(str(out))
 

@@ -17,6 +17,7 @@ import yaml
 from facesync.api.baidu import BaiduClient
 from facesync.doctor import SCRATCH_PREFIX, DoctorError, examine, image_variant, read_photos
 from facesync.local.store import LocalLibrary
+from tests.support.cli import run_facesync
 from tests.support.images import GIF, bmp, jpeg, png
 
 # The rows whose answer the emulator's two variants give differently (local/unknowns.py).
@@ -55,8 +56,7 @@ def test_variants_change_the_bytes_and_keep_the_pixels():
 
 
 def doctor(server, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "facesync", "doctor", "--target", server.base_url, *args],
-                          env=server.env(), capture_output=True, text=True, timeout=180, check=False)
+    return run_facesync("doctor", "--target", server.base_url, *args, env=server.env(), timeout=180)
 
 
 def scratch_groups(server) -> list[str]:
@@ -123,8 +123,7 @@ def test_without_a_photo_the_error_says_what_to_pass(serve):
 
 def test_a_local_library_that_does_not_exist_is_refused_not_created(tmp_path, photo):
     missing = tmp_path / "nothing.db"
-    done = subprocess.run([sys.executable, "-m", "facesync", "doctor", "--target", f"local:{missing}",
-                           "--image", photo], capture_output=True, text=True, timeout=60, check=False)
+    done = run_facesync("doctor", "--target", f"local:{missing}", "--image", photo)
     assert done.returncode == 1 and "does not exist" in done.stderr and not missing.exists()
 
 

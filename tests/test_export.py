@@ -8,7 +8,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 import jsonschema
 import pytest
@@ -20,13 +19,13 @@ from facesync.export import export_manifest, key, quoted
 from facesync.files import atomic_output
 from facesync.local.store import LocalLibrary
 from facesync.session import Session
+from tests.support.cli import run_facesync
 from tests.support.images import png
 
 
 def _facesync(args: list[str], **options) -> subprocess.CompletedProcess:
     """Run the facesync command line as a user would; the caller reads the exit code."""
-    return subprocess.run([sys.executable, "-m", "facesync", *args], check=False, capture_output=True, text=True,
-                          **options)
+    return run_facesync(*args, **options)
 
 ODD_INFO = 'He said "hi"\nline two: #not a comment, \u2028 and \u00e9 \U0001f600 \\ end'
 

@@ -15,15 +15,11 @@ from facesync.faces.detector import Detector, install_command
 from facesync.faces.rules import MIN_FACE_PIXELS, FaceBox, FaceScan, Problem, emulator_refusal, findings
 from facesync.local.store import LocalLibrary
 from facesync.manifest import load
+from tests.support.cli import run_facesync as facesync
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = ROOT / "tests" / "photos"
 QUICKSTART = ROOT / "examples" / "quickstart" / "faceset.yaml"
-
-
-def facesync(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "facesync", *args], check=False, capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=120)
 
 
 @pytest.fixture

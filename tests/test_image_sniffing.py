@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 
 from facesync.api.protocol import Image
 from facesync.images import MIN_IMAGE_BYTES, is_accepted, sniff_format
+from tests.support.cli import run_facesync
 from tests.support.images import GIF, bmp, jpeg, png
 from tests.support.server import ApiClient
 
@@ -131,8 +130,7 @@ def test_validate_refuses_a_bare_png_signature(tmp_path):
     manifest = tmp_path / "faceset.yaml"
     manifest.write_text("version: 1\ngroups:\n  g:\n    users:\n      u:\n"
                         "        images: [faces/real.png, faces/fake.png]\n", encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "facesync", "validate", str(manifest)], capture_output=True,
-                          text=True, timeout=60, cwd=tmp_path, check=False)
+    done = run_facesync("validate", str(manifest), cwd=tmp_path)
     assert done.returncode == 1
     assert "fake.png is not a PNG, JPEG or BMP image" in done.stderr + done.stdout
     assert "real.png" not in done.stderr + done.stdout

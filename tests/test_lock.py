@@ -27,6 +27,7 @@ from facesync.lock import (
 from facesync.manifest import load
 from facesync.model import LOCK_GROUP_PREFIX, STAGE_GROUP_PREFIX, is_lock_group
 from facesync.targets import parse_target
+from tests.support.cli import run_facesync
 
 pytestmark = pytest.mark.both_unknowns  # the lock never relies on an undocumented answer
 
@@ -161,13 +162,13 @@ def test_a_lost_answer_to_the_locks_own_group_add_leaves_no_orphan(serve, tmp_pa
     manifest = tmp_path / "quickstart"
     shutil.copytree(QUICKSTART, manifest)
     env = {**server.env(), "FACESYNC_CACHE_DIR": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "facesync", "apply", str(manifest / "faceset.yaml"), "--yes"]
-    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    command = ["apply", str(manifest / "faceset.yaml"), "--yes"]
+    first = run_facesync(*command, env=env)
     assert first.returncode == 0, first.stderr
     dropped = [e for e in server.journal() if e["endpoint"] == "faceset/group/add"
                and is_lock_group(e["params"]["group_id"])]
     assert len({e["params"]["group_id"] for e in dropped}) < len(dropped)  # some lock group/add was re-sent
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    second = run_facesync(*command, env=env)
     assert second.returncode == 0, second.stderr
     assert "locked" not in second.stderr and "No changes" in second.stdout
     with LocalLibrary(server.db) as library:
@@ -367,9 +368,8 @@ def apply_quickstart(tmp_path, target: str, env: dict) -> subprocess.CompletedPr
     manifest = tmp_path / "quickstart"
     if not manifest.exists():
         shutil.copytree(QUICKSTART, manifest)
-    return subprocess.run([sys.executable, "-m", "facesync", "apply", str(manifest / "faceset.yaml"), "--yes",
-                           "--target", target], env={**env, "FACESYNC_CACHE_DIR": str(tmp_path / "cache")},
-                          capture_output=True, text=True, timeout=120, check=False)
+    return run_facesync("apply", str(manifest / "faceset.yaml"), "--yes", "--target", target,
+                        env={**env, "FACESYNC_CACHE_DIR": str(tmp_path / "cache")})
 
 
 def test_an_apply_on_the_file_and_one_through_serve_exclude_each_other(serve, tmp_path):

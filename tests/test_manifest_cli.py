@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
+from tests.support.cli import run_facesync
 from tests.support.images import png
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "quickstart" / "faceset.yaml"
 
 
 def validate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "facesync", "validate", *args], check=False,
-                          capture_output=True,
-                          text=True, cwd=cwd, timeout=60)
+    return run_facesync("validate", *args, cwd=cwd)
 
 
 def test_good_manifest_exits_0_with_a_summary():
@@ -144,8 +142,7 @@ def test_a_rule_broken_thousands_of_times_prints_a_few_and_a_count(tmp_path):
     assert shown[-1] == "manifest invalid: 3001 errors"
     assert len(shown) < 60
 
-    everything = subprocess.run([sys.executable, "-m", "facesync", "-v", "validate", "faceset.yaml"], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=60, check=False)
+    everything = run_facesync("-v", "validate", "faceset.yaml", cwd=tmp_path)
     assert sum(": error: user_id " in line for line in everything.stderr.splitlines()) == 3000
     report = json.loads(validate("--format", "json", "faceset.yaml", cwd=tmp_path).stdout)
     assert sum(d["severity"] == "error" for d in report["diagnostics"]) == 3001

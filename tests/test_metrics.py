@@ -4,19 +4,14 @@ atomically, with what the run did (read back with prometheus_client's own parser
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.cli import run_facesync as facesync
+
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart" / "faceset.yaml"
-
-
-def facesync(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "facesync", *args], check=False, capture_output=True, text=True,
-                          timeout=120, env=env, cwd=cwd)
 
 
 def samples(path: Path) -> dict[tuple, float]:

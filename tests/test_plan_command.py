@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -15,6 +13,7 @@ from facesync.cli import main
 from facesync.local.store import LocalLibrary
 from facesync.plan.planfile import load_plan
 from tests.support import images
+from tests.support.cli import run_facesync
 from tests.support.server import API_KEY, SECRET_KEY
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "schemas" / "plan.schema.json").read_text())
@@ -196,9 +195,8 @@ def _without_time(text: str) -> dict:
 
 def test_the_installed_command_runs_as_a_process(project):
     build_in_sync(str(project / "lib.db"))
-    done = subprocess.run([sys.executable, "-m", "facesync", "plan", "faceset.yaml", "--target",
-                           f"local:{project / 'lib.db'}", "--detailed-exitcode"],
-                          capture_output=True, text=True, timeout=60, cwd=project, check=False)
+    done = run_facesync("plan", "faceset.yaml", "--target", f"local:{project / 'lib.db'}", "--detailed-exitcode",
+                        cwd=project)
     assert done.returncode == 0, done.stderr
     assert "No changes" in done.stdout
 

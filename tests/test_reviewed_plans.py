@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from hypothesis import given, settings
 from facesync.local.store import LocalLibrary
 from facesync.plan import planfile
 from tests.support import images
+from tests.support.cli import run_facesync
 from tests.test_apply import seed_library, snapshot, token_of
 from tests.test_apply_faults import remember_seeded, write_faults, write_manifest
 from tests.test_planner_properties import live_of, scenarios
@@ -30,8 +30,7 @@ def facesync(*args: str, cwd=None, env: dict | None = None, cache=None) -> subpr
         environment.pop("FACESYNC_TARGET", None)
     if cache is not None:
         environment["FACESYNC_CACHE_DIR"] = str(cache)
-    return subprocess.run([sys.executable, "-m", "facesync", *args], check=False, env=environment, cwd=cwd,
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    return run_facesync(*args, cwd=cwd, env=environment)
 
 
 # ---- filters ---------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
@@ -26,6 +25,7 @@ from facesync.snapshot import (
     take_snapshot,
     write_snapshot,
 )
+from tests.support.cli import run_facesync
 from tests.support.images import png
 
 
@@ -37,8 +37,7 @@ def plan_offline(manifest: str, snapshot_path: str, **options):
 
 def _facesync(args: list[str], **options) -> subprocess.CompletedProcess:
     """Run the facesync command line as a user would; the caller reads the exit code."""
-    return subprocess.run([sys.executable, "-m", "facesync", *args], check=False, capture_output=True, text=True,
-                          **options)
+    return run_facesync(*args, **options)
 
 MANIFEST = """\
 version: 1

@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from facesync.errors import ConfigError
 from facesync.targets import BAIDU_URL, choose_target
+from tests.support.cli import environment, run_facesync
 from tests.support.images import png
 
 MANIFEST = """version: 1
@@ -33,10 +32,7 @@ def project(root: Path, target: str = "") -> Path:
 
 
 def facesync(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    environment = {key: value for key, value in os.environ.items() if key != "FACESYNC_TARGET"}
-    environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "facesync", *args], cwd=cwd, env=environment, capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+    return run_facesync(*args, cwd=cwd, env=environment(without=("FACESYNC_TARGET",), **(env or {})))
 
 
 def tree(folder: Path) -> dict[str, tuple]:
