@@ -18,6 +18,8 @@ from facesync.model import ImageKind, is_lock_group
 
 
 class OpKind(str, Enum):
+    """What an operation does; each kind is one endpoint's call (``endpoint``)."""
+
     CREATE_GROUP = "create_group"
     ADD_FACE = "add_face"
     UPDATE_USER = "update_user"
@@ -92,6 +94,9 @@ class Expect:
 
 @dataclass(frozen=True, slots=True)
 class Operation:
+    """One API call of a plan, with what it waits for (``after``) and the live facts it was planned on
+    (``expects``), so that a saved plan can be checked against the library before it runs."""
+
     kind: OpKind
     group_id: str
     user_id: str | None = None
@@ -133,6 +138,11 @@ class Safety:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """The ordered calls that make a library match a manifest, for the library ``target`` names.
+
+    Made by ``Session.plan``; saved and loaded as JSON (``plan --out``, ``load_plan_file``); rendered as
+    text, JSON or Markdown. ``refusal()`` says whether ``apply`` may run it."""
+
     operations: tuple[Operation, ...]
     target: str
     manifest_digest: str = ""
