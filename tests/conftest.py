@@ -15,7 +15,11 @@ import pytest
 from hypothesis import settings
 
 from facesync.local.unknowns import CHOICES, ENV_VAR, LENIENT
+from tests.support.cli import checkout_first
 from tests.support.server import start_server
+
+# every child process (python -m facesync, python -c ...) imports this checkout, installed or not
+os.environ.update(checkout_first(os.environ))
 
 # CI (CI=true) draws the property tests' examples from a fixed seed, so that a red build means a change
 # broke them; plain `pytest` on a developer's machine explores new examples on every run.

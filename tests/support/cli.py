@@ -1,7 +1,8 @@
 """The facesync command line as tests run it: a child process, as a user's shell would start it.
 
-Every test that checks what the command line prints or exits with goes through ``run_facesync``. The
-checkout comes first on the child's PYTHONPATH, so a checkout that is not installed runs its own code.
+Every test that checks what the command line prints or exits with goes through ``run_facesync``.
+``checkout_first`` (applied to the whole test run by conftest.py) puts this checkout first on a child's
+PYTHONPATH, so ``python -m facesync`` in a checkout that is not installed runs its own code.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ def run_facesync(*args: str, cwd: str | os.PathLike | None = None, env: Mapping[
 
     ``env``: the child's whole environment (default: this process's). Standard input is empty (no
     terminal) unless ``stdin`` or ``input`` says otherwise."""
-    environment = dict(os.environ if env is None else env)
-    environment["PYTHONPATH"] = os.pathsep.join(
-        part for part in (str(ROOT), environment.get("PYTHONPATH", "")) if part)
     if "input" not in options:
         options.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.run([sys.executable, "-m", "facesync", *args], check=False, capture_output=True, text=True,
-                          cwd=cwd, env=environment, timeout=timeout, **options)
+                          cwd=cwd, env=checkout_first(os.environ if env is None else env), timeout=timeout,
+                          **options)
+
+
+def checkout_first(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with this checkout first on PYTHONPATH (once)."""
+    paths = [part for part in env.get("PYTHONPATH", "").split(os.pathsep) if part and part != str(ROOT)]
+    return {**env, "PYTHONPATH": os.pathsep.join([str(ROOT), *paths])}
 
 
 def environment(*, without: Iterable[str] = (), **values: str) -> dict[str, str]:
