@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from facesync.cli import main
 from facesync.plan.planfile import load_plan
 from tests.support import images
+from tests.support.cli import run_in_process as run
 from tests.support.server import API_KEY, SECRET_KEY
 
 USERS = 12
@@ -28,13 +28,6 @@ def project(tmp_path, monkeypatch):
     monkeypatch.delenv("FACESYNC_TARGET", raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return done.value.code, out, err
 
 
 def test_plan_and_apply_keep_a_state_and_an_incremental_plan_says_what_it_trusted(project, capsys):

@@ -13,7 +13,7 @@ from facesync.cli import main
 from facesync.local.store import LocalLibrary
 from facesync.plan.planfile import load_plan
 from tests.support import images
-from tests.support.cli import run_facesync
+from tests.support.cli import run_facesync, run_in_process
 from tests.support.server import API_KEY, SECRET_KEY
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "schemas" / "plan.schema.json").read_text())
@@ -51,10 +51,7 @@ def project(tmp_path, monkeypatch):
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        main(["plan", *args])
-    out, err = capsys.readouterr()
-    return done.value.code, out, err
+    return run_in_process(capsys, "plan", *args)
 
 
 def build_in_sync(db: str) -> None:

@@ -1,6 +1,7 @@
 """The facesync command line as tests run it: a child process, as a user's shell would start it.
 
-Every test that checks what the command line prints or exits with goes through ``run_facesync``.
+Every test that checks what the command line prints or exits with goes through ``run_facesync`` (or
+``run_in_process``: the same ``main`` the console script calls, in the test's own process).
 ``checkout_first`` (applied to the whole test run by conftest.py) puts this checkout first on a child's
 PYTHONPATH, so ``python -m facesync`` in a checkout that is not installed runs its own code.
 """
@@ -39,3 +40,15 @@ def environment(*, without: Iterable[str] = (), **values: str) -> dict[str, str]
     """This process's environment without the variables ``without`` names, with ``values`` set."""
     removed = set(without)
     return {**{key: value for key, value in os.environ.items() if key not in removed}, **values}
+
+
+def run_in_process(capsys, *args: str) -> tuple[int, str, str]:
+    """``facesync ARGS`` through ``facesync.cli.main`` in this process: (exit code, stdout, stderr)."""
+    import pytest
+
+    from facesync.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return done.value.code, out, err
