@@ -290,7 +290,8 @@ class Session:
     def plan(self, manifest: str | Manifest | Desired | None = None, *, groups: Iterable[str] = (),
              users: Iterable[str] = (), force: bool = False) -> Plan:
         """The plan that makes the library match ``manifest`` (a path, a loaded ``Manifest``, or a
-        ``Desired`` built in code; None: the session's), narrowed to ``groups``/``users`` when given. Changes nothing in the library.
+        ``Desired`` built in code; None: the session's), narrowed to ``groups``/``users`` when given.
+        Changes nothing in the library.
 
         ``force``: record in the plan that deleting more than the policy's share is wanted."""
         return self.plan_with_details(manifest, groups=groups, users=users, force=force)[0]

@@ -9,8 +9,8 @@ group, user, user_info and face) and keeps no token map. The format is ``schemas
 else.
 
 ``Session.offline(SNAPSHOT).plan`` plans a manifest against a snapshot: the snapshot is projected onto
-the manifest's scope (so the plan equals an online plan of the same state), and images are resolved from the snapshot's
-token map and the local token cache only. Choices:
+the manifest's scope (so the plan equals an online plan of the same state), and images are resolved
+from the snapshot's token map and the local token cache only. Choices:
 
 - The manifest may have moved on since the snapshot (that is the point of a pull request). A managed
   group, a user's faces or a managed user_info the snapshot did not read cannot be planned: refused

@@ -213,10 +213,14 @@ class PendingLocalLibrary(LibraryBase):
         if self._created is not None:
             self._created.close()
 
-    def _answered(self, endpoint: str, code: int = 0) -> FaceApiError | None:
-        """Report the empty library's answer to the observers; the error to raise for a non-zero code."""
+    def _answered(self, endpoint: str) -> None:
+        """Report the empty library's answer to the observers, as the created library reports its own."""
+        self._notify(CallRecord(endpoint, 0, None, 0.0, 1))
+
+    def _refused(self, endpoint: str, code: int) -> FaceApiError:
+        """The empty library's error answer, reported to the observers."""
         self._notify(CallRecord(endpoint, code, None, 0.0, 1))
-        return error_for(code) if code else None
+        return error_for(code)
 
     # ---- reads: the empty library until it exists ----
 
@@ -229,17 +233,17 @@ class PendingLocalLibrary(LibraryBase):
     def group_getusers(self, group_id: str, start: int = 0, length: int = PAGE_DEFAULT) -> IdPage:
         if self._created is not None:
             return self._created.group_getusers(group_id, start, length)
-        raise self._answered(Endpoint.GROUP_GETUSERS, 223100)
+        raise self._refused(Endpoint.GROUP_GETUSERS, 223100)
 
     def user_get(self, group_id: str, user_id: str) -> UserRecord:
         if self._created is not None:
             return self._created.user_get(group_id, user_id)
-        raise self._answered(Endpoint.USER_GET, 223103 if group_id == ALL_GROUPS else 223100)
+        raise self._refused(Endpoint.USER_GET, 223103 if group_id == ALL_GROUPS else 223100)
 
     def face_getlist(self, group_id: str, user_id: str) -> FaceList:
         if self._created is not None:
             return self._created.face_getlist(group_id, user_id)
-        raise self._answered(Endpoint.FACE_GETLIST, 223100)
+        raise self._refused(Endpoint.FACE_GETLIST, 223100)
 
     # ---- writes: create the library first ----
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from facesync.logs import redact
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
@@ -263,8 +265,6 @@ class LibraryBase:
             try:
                 observer(record)
             except Exception as failure:  # noqa: BLE001
-                from facesync.logs import redact
-
                 log.warning("call observer failed on %s: %s", record.endpoint, redact(repr(failure)))
 
 
