@@ -15,7 +15,7 @@ import pytest
 from hypothesis import settings
 
 from facesync.local.unknowns import CHOICES, ENV_VAR, LENIENT
-from tests.support.cli import checkout_first
+from tests.support.cli import checkout_first, command_shim
 from tests.support.server import start_server
 
 # every child process (python -m facesync, python -c ...) imports this checkout, installed or not
@@ -44,6 +44,22 @@ def pytest_configure(config):
 def pytest_generate_tests(metafunc):
     if metafunc.definition.get_closest_marker(BOTH_UNKNOWNS) and "unknowns" in metafunc.fixturenames:
         metafunc.parametrize("unknowns", CHOICES, indirect=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def facesync_command(tmp_path_factory):
+    """The ``facesync`` command on PATH, as an install puts it there (a checkout that is not installed
+    gets one that runs ``python -m facesync``)."""
+    folder = command_shim(tmp_path_factory.mktemp("bin"))
+    if folder is None:
+        yield
+        return
+    before = os.environ["PATH"]
+    os.environ["PATH"] = f"{folder}{os.pathsep}{before}"
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = before
 
 
 @pytest.fixture(autouse=True)

@@ -3,12 +3,15 @@
 Every test that checks what the command line prints or exits with goes through ``run_facesync`` (or
 ``run_in_process``: the same ``main`` the console script calls, in the test's own process).
 ``checkout_first`` (applied to the whole test run by conftest.py) puts this checkout first on a child's
-PYTHONPATH, so ``python -m facesync`` in a checkout that is not installed runs its own code.
+PYTHONPATH, so ``python -m facesync`` in a checkout that is not installed runs its own code, and
+``command_shim`` gives such a checkout the ``facesync`` command that the CI recipes and the pre-commit hook
+call by name.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -52,3 +55,15 @@ def run_in_process(capsys, *args: str) -> tuple[int, str, str]:
         main(list(args))
     out, err = capsys.readouterr()
     return done.value.code, out, err
+
+
+def command_shim(folder: Path) -> Path | None:
+    """A folder to put first on PATH with a ``facesync`` command that runs ``python -m facesync``, when
+    neither an install (next to this Python) nor PATH has the command; None when one does."""
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    if shutil.which("facesync", path=search) is not None:
+        return None
+    command = folder / "facesync"
+    command.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m facesync "$@"\n')
+    command.chmod(0o755)
+    return folder
