@@ -54,7 +54,6 @@ from facesync.state import Known, State, Subject, default_path, entry_digests, l
 from facesync.words import counted
 
 FULL, INCREMENTAL = "full", "incremental"
-REFRESH_MODES = (FULL, INCREMENTAL)
 AUDIT_SHARE = 0.01  # the default audit: 1 % of the named users a run (every user re-read within 100 runs)
 
 
@@ -136,8 +135,7 @@ class _Reader:
 
     def __init__(self, library: FaceLibrary, desired: Desired, state: State, pool: ThreadPoolExecutor, bar,
                  clock: Callable[[], float], concurrency: int):
-        self.library, self.desired, self.state, self.pool, self.bar, self.clock = (
-            library, desired, state, pool, bar, clock)
+        self.library, self.state, self.pool, self.bar, self.clock = library, state, pool, bar, clock
         self.listing = read_listing(library, desired, concurrency=concurrency, clock=clock)
         self.scope = scope_of(desired)
         self.entries = entry_digests(desired)

@@ -20,6 +20,8 @@ faster machine changes them little. What each scenario does:
    (server) and image bytes read (``ResolveStats``).
 5. ``facesync.manifest.load`` of a 100,000-user manifest (20,000 with --quick), without and with
    hashing the images (a subprocess each: time and the process's peak RSS).
+6. incremental refresh on a 20,000-user library (5,000 with --quick), calls counted by the server:
+   see ``tests/bench/incremental.py``.
 
 Request loops are bounded: every subprocess has a timeout, the SDK loop gives up after 50 retries of
 one call or 15 minutes in all.
@@ -43,6 +45,7 @@ from pathlib import Path
 
 from facesync.model import is_lock_group
 from tests.bench.generate import LibrarySpec, face_count, people, populate, write_manifest
+from tests.bench.incremental import scenario_incremental
 from tests.support.images import png
 from tests.support.server import API_KEY, SECRET_KEY, RunningServer, start_server
 
@@ -369,6 +372,7 @@ SCENARIOS: dict[int, Callable[[Settings], list[Row]]] = {
     3: scenario_planner,
     4: scenario_second_plan,
     5: scenario_load,
+    6: scenario_incremental,
 }
 
 
