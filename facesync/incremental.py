@@ -85,6 +85,14 @@ class Trust:
             text += f", the oldest verified at {utc_text(self.oldest_verified_at)} ({age_text(age)})"
         return text
 
+    def as_dict(self) -> dict[str, object] | None:
+        """``Plan.refresh`` (the plan file's ``refresh``): None after a full refresh."""
+        if self.mode == FULL:
+            return None
+        oldest = utc_text(self.oldest_verified_at) if self.oldest_verified_at is not None else None
+        return {"mode": self.mode, "users_read": self.users_read, "users_from_state": self.users_from_state,
+                "audited": self.audited, "oldest_verified_at": oldest}
+
 
 @dataclass
 class _Reads:
@@ -209,7 +217,7 @@ def plan_incremental(desired: Desired, library: FaceLibrary, cache: TokenCache, 
             reader.read_users({uid for _gid, uid in faces} | infos, faces=faces, infos=infos)
     trust = reader.trust()
     live = replace(live, source=trust.describe(clock()))
-    plan = replace(plan, live_source=live.source)
+    plan = replace(plan, live_source=live.source, refresh=trust.as_dict())
     return IncrementalPlan(resolved, live, plan, resolution.stats, trust, frozenset(reader.reads.faces),
                            frozenset(reader.reads.infos), observe(reader.listing, resolved, live, state, reader.reads),
                            dict(reader.reads.began))
@@ -460,7 +468,8 @@ def plan_tracked(desired: Desired, library: FaceLibrary, cache: TokenCache, *,
     plan = replace(plan, live_source=live.source)
     observed = observe(listing_of(live, began), resolved, live, state, began=began)
     record(path, identity, observed)
-    users = {uid for group in live.groups.values() for uid in group.users}
+    users = {uid for group in live.groups.values() for uid, user in group.users.items()
+             if user.face_tokens is not None or user.user_info is not None}  # read, not only listed
     return Tracked(resolved, live, plan, stats, replace(trust, users_read=len(users)), path,
                    dict.fromkeys(users, began))
 

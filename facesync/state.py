@@ -15,8 +15,8 @@ Choices, and why:
   are that read plus the plan's own effects, known to hold since then only if nobody else wrote).
 - Concurrent runs (a plan and an apply, two CI jobs) merge instead of overwriting: the writer takes an
   OS lock on ``FILE.lock``, reads the file as it is now, keeps per (group, user) the record with the
-  later ``verified_at`` (a tombstone is a record too, so a user found gone is not brought back by a
-  slower run that read it earlier), and replaces the file atomically (temporary file, then rename). A
+  later ``verified_at`` (a tombstone is a record too, kept for a week, so a user found gone is not
+  brought back by a slower run that read it earlier), and replaces the file atomically (temporary file, then rename). A
   crash leaves the old file or the new one, never half of one. Without OS locks (no ``fcntl``) the
   merge still runs, unlocked: a lost update only costs re-reads, since the state can only ever make a
   run read more, never write differently (``incremental.py`` re-reads every user a plan touches).
@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from facesync.model import Desired, DesiredUser
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+TOMBSTONE_KEEP_S = 7 * 86400  # a record of a user found gone outlives any run that read it before
 Subject = tuple[str, str]  # (group_id, user_id)
 
 
@@ -165,13 +167,16 @@ def _users(document: dict) -> dict[Subject, Known]:
 # -- writing ------------------------------------------------------------------------------------------
 
 
-def record(path: str | os.PathLike, identity: str, observed: Mapping[Subject, Known | None]) -> None:
+def record(path: str | os.PathLike, identity: str, observed: Mapping[Subject, Known | None], *,
+           now: float | None = None) -> None:
     """Merge what a run observed into the state at ``path`` (see the module's docstring).
 
     ``observed`` maps a subject to its new record, or to None to forget it (a write whose result is
     uncertain: the next incremental run reads it again). A forget applies whatever the file's time.
-    Writing never stops a run: a folder that cannot be written is a warning.
+    Tombstones older than ``TOMBSTONE_KEEP_S`` are dropped. Writing never stops a run: a folder that
+    cannot be written is a warning.
     """
+    now = time.time() if now is None else now
     if not observed:
         return
     path = Path(path)
@@ -186,6 +191,8 @@ def record(path: str | os.PathLike, identity: str, observed: Mapping[Subject, Kn
                     users.pop(subject, None)
                 elif old is None or new.verified_at >= old.verified_at:
                     users[subject] = new
+            users = {subject: known for subject, known in users.items()
+                     if not (known.gone and now - known.verified_at > TOMBSTONE_KEEP_S)}
             with atomic_output(path, what="state") as handle:
                 json.dump(_document(identity, users), handle, ensure_ascii=False, separators=(",", ":"))
                 handle.write("\n")

@@ -112,8 +112,8 @@ def test_the_state_merges_by_verification_time_and_keeps_tombstones(tmp_path):
     path = tmp_path / "state.json"
     record(path, "local:/x", {("g", "a"): Known(("t1",), "A", 100.0, "e"), ("g", "b"): Known(("t2",), None, 100.0)})
     record(path, "local:/x", {("g", "a"): Known(("old",), "A", 50.0),  # read before: never replaces a newer fact
-                              ("g", "b"): Known(None, None, 120.0, gone=True)})
-    record(path, "local:/x", {("g", "b"): Known(("t2",), None, 110.0)})  # a slower run: the user stays gone
+                              ("g", "b"): Known(None, None, 120.0, gone=True)}, now=130.0)
+    record(path, "local:/x", {("g", "b"): Known(("t2",), None, 110.0)}, now=140.0)  # slower: b stays gone
     state = load_state(path, "local:/x")
     assert state.known(("g", "a")) == Known(("t1",), "A", 100.0, "e")
     assert state.known(("g", "b")) is None and state.users[("g", "b")].gone
@@ -357,3 +357,12 @@ def test_a_fact_taken_from_the_state_is_checked_before_the_first_write(tmp_path,
     lib.user_add("staff", "u1", _image(99), user_info="U1")  # moved since the plan
     with pytest.raises(PlanStaleError, match="the state this plan trusted is out of date"):
         as_if_trusted.check_before_write(lib)
+
+
+def test_tombstones_are_dropped_after_a_week(tmp_path):
+    path = tmp_path / "state.json"
+    record(path, "local:/x", {("g", "gone"): Known(None, None, 1000.0, gone=True),
+                              ("g", "here"): Known(("t",), None, 1000.0)}, now=1000.0)
+    assert load_state(path, "local:/x").users[("g", "gone")].gone
+    record(path, "local:/x", {("g", "other"): Known(("u",), None, 1000.0 + 8 * 86400)}, now=1000.0 + 8 * 86400)
+    assert set(load_state(path, "local:/x").users) == {("g", "here"), ("g", "other")}

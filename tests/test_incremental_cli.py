@@ -42,13 +42,21 @@ def test_plan_and_apply_keep_a_state_and_an_incremental_plan_says_what_it_truste
     assert "incremental refresh: 2 users read (2 for the audit), 10 users from the state, the oldest verified at" in out
     code, out, _ = run(capsys, "plan", "faceset.yaml", "--target", target, "--refresh", "incremental",
                        "--state", "state.json", "--format", "json", "--out", "plan.json")
-    assert json.loads(out)["live_source"].startswith("incremental refresh: 1 user read (1 for the audit), 11 users")
-    assert load_plan((project / "plan.json").read_text()).live_source.startswith("incremental refresh")
+    document = json.loads(out)
+    assert document["live_source"].startswith("incremental refresh: 1 user read (1 for the audit), 11 users")
+    assert document["refresh"]["mode"] == "incremental" and document["refresh"]["users_from_state"] == 11
+    assert (document["refresh"]["users_read"], document["refresh"]["audited"]) == (1, 1)
+    assert document["refresh"]["oldest_verified_at"].endswith("Z")
+    saved = load_plan((project / "plan.json").read_text())
+    assert saved.live_source.startswith("incremental refresh") and saved.refresh == document["refresh"]
+    code, shown, _ = run(capsys, "show", "plan.json")
+    assert code == 0 and "live state from incremental refresh: 1 user read" in shown
     code, out, _ = run(capsys, "plan", "faceset.yaml", "--target", target, "--refresh", "incremental",
                        "--state", "state.json", "--format", "markdown")
     assert "live state from incremental refresh: 1 user read" in out
-    code, out, _ = run(capsys, "plan", "faceset.yaml", "--target", target, "--state", "state.json")
-    assert "live state from refresh)" in out  # full is the default
+    code, out, _ = run(capsys, "plan", "faceset.yaml", "--target", target, "--state", "state.json",
+                       "--format", "json")
+    assert json.loads(out)["live_source"] == "refresh" and "refresh" not in json.loads(out)  # full: the default
 
 
 def test_policy_refresh_in_the_manifest_and_the_flag_overrides_it(project, capsys):

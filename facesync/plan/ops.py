@@ -156,6 +156,9 @@ class Plan:
     planned_in: str = ""  # that checkout (or folder), absolute: found again there only if it still holds it
     commit: str = ""  # the git commit of that checkout, when it was one
     face_names: Mapping[str, str] = field(default_factory=dict)  # face_token -> how people know that face
+    # what an incremental refresh trusted (users_read, users_from_state, audited, oldest_verified_at);
+    # None after a full refresh or from a snapshot. ``live_source`` says the same in words.
+    refresh: Mapping[str, object] | None = None
 
     @property
     def calls(self) -> int:

@@ -161,6 +161,7 @@ def to_document(plan: Plan) -> dict:
         "notes": list(plan.notes),
         "protected_groups": list(plan.protected_groups),
         "face_names": dict(sorted(plan.face_names.items())),
+        **({"refresh": dict(plan.refresh)} if plan.refresh is not None else {}),
         "operations": [_operation(index, op) for index, op in enumerate(plan.operations)],
     }
     document["checksum"] = checksum(document)
@@ -262,6 +263,7 @@ def from_document(document: dict) -> Plan:
         planned_in=document["planned_in"],
         commit=document["commit"] or "",
         face_names=dict(document["face_names"]),
+        refresh=document.get("refresh"),
     )
 
 
