@@ -464,7 +464,7 @@ def plan_tracked(desired: Desired, library: FaceLibrary, cache: TokenCache, *,
                        made.fresh_info)
     began = clock()
     resolved, live, plan, stats = plan_full()
-    live = replace(live, source=trust.describe())
+    live = replace(live, source=trust.describe(), fetched_at=began)  # its facts are as of the start, no later
     plan = replace(plan, live_source=live.source)
     observed = observe(listing_of(live, began), resolved, live, state, began=began)
     record(path, identity, observed)

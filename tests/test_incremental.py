@@ -370,3 +370,23 @@ def test_tombstones_are_dropped_after_a_week(tmp_path):
     assert load_state(path, "local:/x").users[("g", "gone")].gone
     record(path, "local:/x", {("g", "other"): Known(("u",), None, 1000.0 + 8 * 86400)}, now=1000.0 + 8 * 86400)
     assert set(load_state(path, "local:/x").users) == {("g", "here"), ("g", "other")}
+
+
+def test_facts_are_stamped_with_the_start_of_the_read_that_gave_them(tmp_path, env):
+    lib, cache, state_file = env
+    manifest = write_manifest(tmp_path, 3)
+    ticks = iter(range(1000, 2000, 10))
+    seen: list[float] = []
+
+    def clock() -> float:
+        seen.append(float(next(ticks)))
+        return seen[-1]
+
+    apply(lib, cache, plan(lib, cache, state_file, manifest, mode=FULL, clock=clock))
+    state = load_state(state_file, lib.identity)
+    assert {known.verified_at for known in state.users.values()} == {seen[0]}  # written: the plan's start
+    started = len(seen)
+    plan(lib, cache, state_file, manifest, audit=1, clock=clock)  # reads u0 for the audit
+    state = load_state(state_file, lib.identity)
+    assert seen[started] < state.known(("staff", "u0")).verified_at < seen[-1]  # its read's start, not the end
+    assert state.known(("staff", "u1")).verified_at == seen[0]  # not read: as old as before
