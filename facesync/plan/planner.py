@@ -418,7 +418,7 @@ class _Builder:
                 if op.face is not None and op.face.kind is ImageKind.FACE_TOKEN and stage in self.stage_after:
                     self.stage_after[stage].append(index[id(op)])
         for gid in sorted(self.stage_after):
-            self.group_deletes.append(Operation(OpKind.DELETE_GROUP, gid, after=tuple(sorted(self.stage_after[gid])),
+            self.group_deletes.append(Operation(OpKind.DELETE_GROUP, gid, after=tuple(sorted(set(self.stage_after[gid]))),
                                                 reason=_STAGE_GROUP))
 
     def plan_copies(self) -> None:
