@@ -283,8 +283,6 @@ def trusted_dependencies(plan: Plan, fresh: Iterable[Subject], fresh_info: Itera
     return faces, infos
 
 
-
-
 # -- reading ------------------------------------------------------------------------------------------
 
 
