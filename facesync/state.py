@@ -16,8 +16,8 @@ Choices, and why:
 - Concurrent runs (a plan and an apply, two CI jobs) merge instead of overwriting: the writer takes an
   OS lock on ``FILE.lock``, reads the file as it is now, keeps per (group, user) the record with the
   later ``verified_at`` (a tombstone is a record too, kept for a week, so a user found gone is not
-  brought back by a slower run that read it earlier), and replaces the file atomically (temporary file, then rename). A
-  crash leaves the old file or the new one, never half of one. Without OS locks (no ``fcntl``) the
+  brought back by a slower run that read it earlier), and replaces the file atomically (temporary
+  file, then rename). A crash leaves the old file or the new one, never half of one. Without OS locks (no ``fcntl``) the
   merge still runs, unlocked: a lost update only costs re-reads, since the state can only ever make a
   run read more, never write differently (``incremental.py`` re-reads every user a plan touches).
 - Like the token cache, the state only ever saves calls: a damaged file is set aside (``*.corrupt``)
@@ -184,7 +184,11 @@ def record(path: str | os.PathLike, identity: str, observed: Mapping[Subject, Kn
         path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(path):
             document = _read(path)
-            users = _users(document) if document is not None and document["target"] == identity else {}
+            if document is not None and document["target"] != identity:
+                log.warning("the state %s is of the library %s, not of %s: left as it is", path,
+                            document["target"], identity)
+                return
+            users = _users(document) if document is not None else {}
             for subject, new in observed.items():
                 old = users.get(subject)
                 if new is None:

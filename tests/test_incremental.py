@@ -390,3 +390,11 @@ def test_facts_are_stamped_with_the_start_of_the_read_that_gave_them(tmp_path, e
     state = load_state(state_file, lib.identity)
     assert seen[started] < state.known(("staff", "u0")).verified_at < seen[-1]  # its read's start, not the end
     assert state.known(("staff", "u1")).verified_at == seen[0]  # not read: as old as before
+
+
+def test_a_state_of_another_library_is_never_written_over(tmp_path, caplog):
+    path = tmp_path / "state.json"
+    record(path, "local:/a.db", {("g", "u"): Known(("t",), None, 1.0)})
+    record(path, "local:/b.db", {("g", "v"): Known(("w",), None, 2.0)})  # e.g. apply PLAN.json --state FILE
+    assert "is of the library local:/a.db" in caplog.text
+    assert set(load_state(path, "local:/a.db").users) == {("g", "u")}
