@@ -10,7 +10,6 @@ group (Baidu may refuse the second add with 223105, "face is already exist", on 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -66,8 +65,7 @@ class GroupDecl:
 
 def group_id_problems(group_id: str, origin: Origin, path: str) -> list[Diagnostic]:
     if not ID_PATTERN.fullmatch(group_id):
-        return [error(origin, path, f"invalid group_id {group_id!r}: only A-Z, a-z, 0-9 and _ are allowed",
-                      "rename the group, e.g. " + repr(re.sub(r"[^A-Za-z0-9_]", "_", group_id) or "staff"))]
+        return _invalid_id("group", group_id, "staff", origin, path)
     size = len(group_id.encode())
     if size > GROUP_ID_MAX_BYTES:
         return [error(origin, path, f"group_id {group_id!r} is {size} bytes long; the limit is {GROUP_ID_MAX_BYTES}")]
@@ -90,8 +88,7 @@ def user_info_fits(user_info: str | None) -> bool:
 
 def user_id_problems(user_id: str, origin: Origin, path: str) -> list[Diagnostic]:
     if not ID_PATTERN.fullmatch(user_id):
-        return [error(origin, path, f"invalid user_id {user_id!r}: only A-Z, a-z, 0-9 and _ are allowed",
-                      "rename the user, e.g. " + repr(re.sub(r"[^A-Za-z0-9_]", "_", user_id) or "user1"))]
+        return _invalid_id("user", user_id, "user1", origin, path)
     size = len(user_id.encode())
     if size > USER_ID_MAX_BYTES:
         return [error(origin, path, f"user_id {user_id[:20]!r}... is {size} bytes long; the limit is "
@@ -99,6 +96,13 @@ def user_id_problems(user_id: str, origin: Origin, path: str) -> list[Diagnostic
                       "user/add would take it, but user/update, user/get, user/copy and the deletes refuse "
                       "it: such a user could never be changed or removed; shorten it")]
     return []
+
+
+def _invalid_id(what: str, value: str, example: str, origin: Origin, path: str) -> list[Diagnostic]:
+    """A group_id or user_id with characters the contract refuses, and a name with each replaced by _."""
+    plain = "".join(char if ID_PATTERN.fullmatch(char) else "_" for char in value) or example
+    return [error(origin, path, f"invalid {what}_id {value!r}: only A-Z, a-z, 0-9 and _ are allowed",
+                  f"rename the {what}, e.g. {plain!r}")]
 
 
 def user_info_problems(user_info: str | None, origin: Origin, path: str) -> list[Diagnostic]:
