@@ -2,7 +2,8 @@
 
 Both follow the ``unknowns`` fixture: ``lenient`` by default (``pytest --unknowns harsh`` runs every
 unmarked test harsh), and each of ``lenient`` and ``harsh`` for a test (or a module, with
-``pytestmark = pytest.mark.both_unknowns``) marked ``both_unknowns``. The fixture
+``pytestmark = pytest.mark.both_unknowns``) marked ``both_unknowns``; a test marked ``lenient_unknowns``
+states the lenient variant's own answers, so it runs lenient whatever ``--unknowns`` says. The fixture
 also sets ``FACESYNC_UNKNOWNS`` for the test, so ``local:`` targets opened by commands (in this process
 or in a child) answer the same way.
 """
@@ -28,6 +29,7 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 BOTH_UNKNOWNS = "both_unknowns"
+LENIENT_UNKNOWNS = "lenient_unknowns"
 
 
 def pytest_addoption(parser):
@@ -39,6 +41,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", f"{BOTH_UNKNOWNS}: run the test once with lenient and once with harsh unknowns "
                    "(the library, serve and unknowns fixtures follow)")
+    config.addinivalue_line(
+        "markers", f"{LENIENT_UNKNOWNS}: the test states the lenient variant's answers: it runs lenient even "
+                   "under --unknowns harsh")
 
 
 def pytest_generate_tests(metafunc):
@@ -66,6 +71,8 @@ def facesync_command(tmp_path_factory):
 def unknowns(request, monkeypatch) -> str:
     """"lenient" or "harsh": how the library and servers of this test answer where Baidu is silent."""
     value = getattr(request, "param", None) or request.config.getoption("--unknowns")
+    if request.node.get_closest_marker(LENIENT_UNKNOWNS):
+        value = LENIENT
     monkeypatch.setenv(ENV_VAR, value)
     return value
 

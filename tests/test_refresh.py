@@ -30,7 +30,7 @@ def build(lib: LocalLibrary) -> dict[str, str]:
         lib.group_add(group_id)
     return {
         "alice": add(lib, "staff", "alice", 1, "Alice"),
-        "alice2": add(lib, "staff", "alice", 2),
+        "alice2": add(lib, "staff", "alice", 2, "Alice"),  # repeated: an add without one may clear it
         "bob": add(lib, "staff", "bob", 3, "Bob"),
         "carol": add(lib, "staff", "carol", 4),
         "alice_v": add(lib, "visitors", "alice", 5, "Alice the visitor"),
