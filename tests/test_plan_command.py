@@ -76,6 +76,7 @@ def test_a_new_library_shows_every_add_and_exits_by_the_flag(project, capsys):
     assert code == 2
 
 
+@pytest.mark.lenient_unknowns  # seeded behind facesync's back: only where detect answers the stored token is it recognised
 def test_an_in_sync_library_has_no_changes(project, capsys):
     build_in_sync(str(project / "lib.db"))
     code, out, _ = run(capsys, "faceset.yaml", "--target", f"local:{project / 'lib.db'}", "--detailed-exitcode")
@@ -153,6 +154,7 @@ def test_group_and_user_narrow_the_plan(project, capsys):
     assert code == 1 and "nosuch" in err
 
 
+@pytest.mark.lenient_unknowns  # seeded behind facesync's back: only where detect answers the stored token is it recognised
 def test_against_serve_a_second_plan_costs_no_detect_and_only_the_minimum(project, capsys, serve, monkeypatch):
     db = str(project / "served.db")
     with LocalLibrary(db) as lib:  # alice has one of her two faces; bob and carol exist as wanted
@@ -190,6 +192,7 @@ def _without_time(text: str) -> dict:
     return {k: v for k, v in json.loads(text).items() if k not in ("created_at", "checksum")}
 
 
+@pytest.mark.lenient_unknowns  # seeded behind facesync's back: only where detect answers the stored token is it recognised
 def test_the_installed_command_runs_as_a_process(project):
     build_in_sync(str(project / "lib.db"))
     done = run_facesync("plan", "faceset.yaml", "--target", f"local:{project / 'lib.db'}", "--detailed-exitcode",

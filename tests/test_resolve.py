@@ -53,6 +53,7 @@ def tokens(desired: Desired) -> list:
     return [(g.group_id, u.user_id, i.face_token) for g in desired.groups for u in g.users for i in u.images]
 
 
+@pytest.mark.lenient_unknowns  # detect answers the stored token (harsh: another one; test_unknowns has both)
 def test_only_images_of_users_that_exist_live_get_a_token(tmp_path, library):
     alice = [file_image(write(tmp_path, f"a{i}.png", images.png(i))) for i in range(2)]
     bob = file_image(write(tmp_path, "b.png", images.png(10)))
@@ -73,6 +74,7 @@ def test_only_images_of_users_that_exist_live_get_a_token(tmp_path, library):
     assert result.desired.groups[0].users[0].images[0].sha256 is not None
 
 
+@pytest.mark.lenient_unknowns  # detect answers the stored token (harsh: another one; test_unknowns has both)
 def test_the_token_is_the_one_user_add_gives(tmp_path, library):
     data = images.png(3)
     library.group_add("g")
@@ -83,6 +85,7 @@ def test_the_token_is_the_one_user_add_gives(tmp_path, library):
     assert resolved.groups[0].users[0].images[0].face_token == added.face_token
 
 
+@pytest.mark.lenient_unknowns  # detect answers the stored token (harsh: another one; test_unknowns has both)
 def test_one_file_named_by_many_users_is_resolved_once(tmp_path, library):
     shared = write(tmp_path, "shared.png", images.png(5))
     desired = desired_of(DesiredGroup("g", tuple(DesiredUser(f"u{i}", (file_image(shared),)) for i in range(5))))

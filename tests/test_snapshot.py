@@ -144,6 +144,7 @@ def test_plan_states_the_snapshot_age_and_target(world):
     assert [age_text(s) for s in (5, 600, 7200, 5 * 86400)] == ["5 s ago", "10 min ago", "2 h ago", "5 days ago"]
 
 
+@pytest.mark.lenient_unknowns  # a fork's empty cache recognises faces only where detect answers the stored token
 def test_unknown_image_is_planned_as_new_and_the_plan_applies(world, monkeypatch):
     path = _snapshot(world, world["manifest"])
     _edit(world, "faces/c2.png]", "faces/c2.png, faces/c3.png]")
