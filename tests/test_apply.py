@@ -593,3 +593,23 @@ def test_a_renamed_user_takes_its_photos_in_one_apply(library, tmp_path):
     )),))
     _ends_as(library, desired, {"g": {"alicia": (tuple(sorted([token_of(1), token_of(2)])), "a"),
                                       "bob": ((token_of(3),), "b")}})
+
+
+def test_photos_stored_under_tokens_detect_does_not_answer_are_uploaded_again_keeping_user_info(
+        library, tmp_path, unknowns):
+    library.group_add("g")
+    for seed in (1, 2):  # added by someone else: the token cache knows neither
+        library.user_add("g", "u", Image.from_bytes(png(seed)), user_info="kept")
+    desired = Desired(groups=(DesiredGroup("g", (DesiredUser("u", (image_file(tmp_path, 1), image_file(tmp_path, 2))),)),))
+    cache = TokenCache.in_memory()
+    plan = plan_for(library, desired, cache)
+    if unknowns == "lenient":  # detect answers the stored tokens
+        assert plan.empty
+        return
+    # every photo matches no face: one update and one add re-upload them, sending the user_info back
+    assert [(op.kind, op.user_info) for op in plan.operations] == [(OpKind.UPDATE_USER, "kept"),
+                                                                   (OpKind.ADD_FACE, "kept")]
+    result = execute(plan, library, cache=cache)
+    assert result.ok, (result.failures, result.problems, result.stopped)
+    assert snapshot(library, ["g"]) == {"g": {"u": (tuple(sorted([token_of(1), token_of(2)])), "kept")}}
+    assert plan_for(library, desired, cache).empty  # the cache learned the stored tokens

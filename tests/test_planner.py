@@ -207,10 +207,12 @@ def test_user_info_change_with_many_extra_faces_prefers_the_cheaper_update():
     assert p.safety.deleting == 3  # the faces the update drops count as deletes
 
 
-def test_unmanaged_user_info_is_never_reset_by_an_update():
-    d = desired(DesiredGroup("g", (user("bob", "n1"),)))  # user_info None: not managed
-    p = plan(d, live({"g": {"bob": (("o1",), None)}}))
-    assert kinds(p) == ["add_face", "delete_face"]
+def test_an_update_sends_back_a_user_info_the_manifest_does_not_manage():
+    d = desired(DesiredGroup("g", (user("bob", "n1", "n2"),)))  # user_info None: not managed
+    p = plan(d, live({"g": {"bob": (("o1", "o2"), "kept")}}))
+    assert [(op.kind.value, op.user_info) for op in p.operations] == [("update_user", "kept"), ("add_face", "kept")]
+    with pytest.raises(ValueError, match="was not read"):  # it must be read first
+        plan(d, live({"g": {"bob": (("o1", "o2"), None)}}, read_info=False))
 
 
 def test_face_removal_waits_for_the_users_adds():
@@ -292,8 +294,8 @@ def test_operations_follow_the_global_order_and_wait_only_on_earlier_ones():
     )
     lv = live({"a": {"u2": (("w",), None), "u3": (("q",), None)}}, extra_groups=("gone",))
     p = plan(d, lv)
-    assert kinds(p) == ["create_group", "add_face", "add_face", "add_face", "copy_user", "delete_face",
-                        "delete_user", "delete_group"]
+    assert kinds(p) == ["create_group", "update_user", "add_face", "add_face", "copy_user", "delete_user",
+                        "delete_group"]
     for index, op in enumerate(p.operations):
         assert all(dep < index for dep in op.after)
 

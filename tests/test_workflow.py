@@ -86,5 +86,5 @@ def test_a_changed_image_is_read_again(tmp_path, monkeypatch):
         _watching[0] = False
 
     assert images_opened(tmp_path) == {str(tmp_path / "faces" / "bob.png")}
-    # bob's only face replaced: add before delete (his user_info is not managed, so no user/update)
-    assert [op.kind.value for op in plan.operations] == ["add_face", "delete_face"]
+    # bob's only face replaced: one user/update (sending back the user_info the manifest does not manage)
+    assert [op.kind.value for op in plan.operations] == ["update_user"]

@@ -15,8 +15,11 @@ Set algebra over face_tokens, one pass over the faces, no I/O. Choices where the
   ``user_info_to_read`` names the users to read (only those the plan writes to, so an in-sync library
   costs no extra call); ``make_plan`` refuses a Live that lacks it. The expect carries it, so a saved
   plan is refused when it changed since.
-- ``user/update`` resets user_info when none is sent (the contract's default is empty), so the update
-  form is used only for users whose user_info the manifest manages; the others get adds and deletes.
+- ``user/update`` may reset user_info when none is sent (the contract's default is empty), so for a user
+  whose user_info the manifest does not manage the update and its re-adds send back what the library
+  has, as adds do. So the update form serves such users too, for instance one whose photos all match
+  no face (a service whose detect answers other tokens than user/add stored): it re-uploads them and
+  ends in sync, where adds first would meet 223105.
 - After a ``user/update`` the other faces are re-added from the manifest's file or URL (a FACE_TOKEN may
   stop working once no user holds its face). The update itself goes by the token of a kept face, one the
   manifest knows only by token when there is one. When a face to re-add is still known only by token
@@ -333,7 +336,7 @@ class _Builder:
             incremental += _STAGE_CALLS
         # the update's one face cannot be a face that another user holds until the plan removes it there
         updatable = bool(readd) or any(image.face_token not in moving_in for image in new)
-        if incremental is not None and (incremental <= update_cost or info is None or not updatable):
+        if incremental is not None and (incremental <= update_cost or not updatable):
             send_info = info if info is not None else (self.kept_info(live_user) if new else None)
             # the staging copy goes before any face moves in: two copies in the staging group never share one
             copy = (self.stage_copy(gid, uid, after, expects, _STAGE_MOVE),) if stage_moves else ()
@@ -367,7 +370,8 @@ class _Builder:
                 self.removes_for_move(op, gid, (token,))
             return (_State.OTHER if extra else (_State.CONVERGE if exact else _State.OTHER)), indexes, expect
 
-        # the update form: one face replaces all, then the rest are (re-)added
+        # the update form: one face replaces all, then the rest are (re-)added, all sending the user_info
+        info = info if info is not None else self.kept_info(live_user)
         if group.prune:
             self.deleting += len(extra_set)
         first_token = (token_only[0] if token_only else readd[0]) if readd else None
@@ -380,7 +384,7 @@ class _Builder:
             update = Operation(
                 OpKind.UPDATE_USER, gid, uid, face=_token_source(first_token), user_info=info,
                 after=after, expects=expects,
-                reason="set user_info" if not new else "update is cheaper than deleting faces")
+                reason="set user_info" if info_change and not new else "update is cheaper than deleting faces")
         else:
             image = next(image for image in new if image.face_token not in moving_in)
             new = [other for other in new if other is not image]
