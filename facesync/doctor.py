@@ -16,8 +16,9 @@ doctor asks the service itself, so a person knows which answers their app really
   compared with both.
 - Calls are counted (retries included for remote targets) and stay under ``BUDGET``; the QPS limit is
   observed with one burst of ``QPS_BURST`` cheap reads sent at once without retries.
-- Groups of more than 500 faces are deleted in the background: observing that would cost 500 calls,
-  so that row says so instead of observing it.
+- Groups of more than 500 faces are deleted in the background. Observing it needs a group of 501 faces:
+  501 user/add calls (at most 20 faces per user, and user/copy only copies faces added elsewhere), five
+  times the budget, so that row says so instead of observing it; apply copes with either answer.
 """
 
 from __future__ import annotations
@@ -362,20 +363,22 @@ _FACESYNC = {
     "user_info_on_add": "always sends the user_info it manages, and for a user whose user_info it does not "
                         "manage sends back what it read, so either answer keeps user_info",
     "user_info_on_update": "same as for user/add: user_info is never left out of a call that could clear it",
-    "detect_token": "matches faces by the stored token; when detect's tokens match nothing it stops with a "
-                    "message instead of planning deletes",
+    "detect_token": "prefers the stored token, learned from each user/add answer (keep the token cache); a "
+                    "photo it did not upload is planned as a replaced face (re-uploaded), or apply stops before "
+                    "any delete",
     "face_cap": "validate refuses users with more than 20 images; apply reports the code if the cap is hit",
     "face_token_reuse": "re-adds faces from image bytes where the manifest has them, and never removes a "
                         "face's last copy before it is re-added",
-    "same_face_two_users": "plans each user on its own; a refused add fails that operation and the user keeps "
-                           "its faces",
+    "same_face_two_users": "moves a face between two users of a group by removing it before adding it, in one "
+                           "apply (a staging copy keeps a face known only by token alive)",
     "copy_into_existing": "checks the destination and adds only the missing faces",
     "copy_linked": "diffs each (group, user) on its own",
     "implicit_group": "creates every group before adding to it; never relies on implicit creation",
     "page_length": f"asks for at most {PAGE_MAX} per page, so neither answer matters",
     "list_order": "reads every page and sorts nothing it compares",
     "qps": "paces calls with --qps (default 10) and slows down on error 18; set --qps to the app's limit",
-    "background_delete": "a plan that deletes and re-creates a group converges on a re-run",
+    "background_delete": "apply retries re-creating a group still being deleted for up to 10 minutes, then "
+                          "asks to run it again later",
     "budget": "nothing: the rows after it were not observed",
 }
 _ASSUMED = {
@@ -459,8 +462,8 @@ def examine(library: FaceLibrary, photos: Sequence[bytes], *, identity: str = ""
             except _OverBudget:
                 doctor.note("budget", f"stopped at {meter.calls} calls", "not observed")
             doctor.findings.append(_qps_finding(burst, meter))
-            doctor.note("background_delete", "not observed: it needs more than 500 faces (500 calls)",
-                        "not observed")
+            doctor.note("background_delete", f"not observed: it needs a group of 501 faces, 501 calls, over the "
+                        f"budget of {budget}", "not observed")
     finally:
         removed = _remove(meter, doctor.scratch)
         library.observers.remove(meter._attempted)
