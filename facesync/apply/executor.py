@@ -10,10 +10,11 @@
   (api/retry.py). A user/update is not repeated: the library is read instead, and the operation is
   done if it shows the update's effect, else failed (so its re-adds never race a late original).
 - Faces moving between users of a group. Baidu may refuse one face on two users of a group (223105).
-  The planner orders the moves it can see (by face_token); an add of a file or URL whose token was not
-  known (a user new to every group) and that meets 223105 while the plan still removes faces from other
-  users of that group waits for those removals (the ones that do not wait for it) and is tried once more.
-  An add by face_token never waits so: the removal could leave the face on no user, and the token dead.
+  The planner orders the moves it can see (by face_token); an add or update of a file or URL that meets
+  223105 while the plan removes faces from other users of that group (a move the plan could not see: a
+  user new to every group takes the photos of a user whose faces were not read) waits for those removals
+  (the ones that do not wait for it) and is tried once more. An add by face_token never waits so: the
+  removal could leave the face on no user, and the token dead.
 - Failures. A permanent failure fails its operation and skips, transitively, every operation that waits
   for it, plus the face deletes and updates of the same user (a failed add never leaves a user with
   fewer faces than before); independent work carries on. 17/19 (quota) and auth errors stop the run at
@@ -86,7 +87,7 @@ class _NotAsWanted(Exception):
 
 
 class _WaitForRemovals(Exception):
-    """An add met 223105 while other users of its group still have faces to lose: try it after those."""
+    """An add or update met 223105 while other users of its group have faces to lose: try it after those."""
 
     def __init__(self, removals: tuple[int, ...]):
         super().__init__(f"waiting for {len(removals)} removal(s)")
