@@ -46,7 +46,7 @@ from facesync.api.errors import (
     QpsLimitError,
     QuotaExhaustedError,
 )
-from facesync.api.protocol import MAX_FACES_PER_USER, PAGE_MAX, FaceLibrary, Image
+from facesync.api.protocol import MAX_FACES_PER_USER, PAGE_MAX, CallRecord, FaceLibrary, Image
 from facesync.errors import FacesyncError
 from facesync.images import fits_base64_limit, sniff_format
 
@@ -144,32 +144,19 @@ class _Faces:
 # ---- counting calls -------------------------------------------------------------------------------------
 
 
-class _Metered:
-    """The library, counting every call (and, for a remote one, every retry) against the budget."""
+class _Meter:
+    """Counts every call the library reports to its observers (a remote one reports each retry too)."""
 
-    def __init__(self, library: FaceLibrary, budget: int):
-        self._library, self.budget, self.calls = library, budget, 0
+    def __init__(self, budget: int):
+        self.budget, self.calls = budget, 0
         self._guard = threading.Lock()
-        library.observers.append(self._attempted)  # a client reports every attempt: count the retries too
 
-    def _attempted(self, record) -> None:
-        if record.attempt > 1:
-            self.spend(1)
+    def __call__(self, record: CallRecord) -> None:
+        self.spend(1)
 
     def spend(self, calls: int) -> None:
         with self._guard:
             self.calls += calls
-
-    def __getattr__(self, name: str):
-        member = getattr(self._library, name)
-        if not callable(member) or name.startswith("_") or name in ("close",):
-            return member
-
-        def counted(*args, **kwargs):
-            self.spend(1)
-            return member(*args, **kwargs)
-
-        return counted
 
 
 class _OverBudget(Exception):
@@ -220,8 +207,8 @@ def _code(error: FaceApiError) -> str:
 
 
 class _Doctor:
-    def __init__(self, library: _Metered, faces: _Faces, nonce: str):
-        self.library, self.faces = library, faces
+    def __init__(self, library: FaceLibrary, meter: _Meter, faces: _Faces, nonce: str):
+        self.library, self.meter, self.faces = library, meter, faces
         base = SCRATCH_PREFIX + nonce
         self.group, self.other, self.missing = base + "_a", base + "_b", base + "_c"
         self.scratch = (self.group, self.other, self.missing)
@@ -236,7 +223,7 @@ class _Doctor:
 
     def run(self, probes: Sequence[Callable[[], None]]) -> None:
         for probe in probes:
-            if self.library.calls + _MOST_PER_PROBE + _RESERVED > self.library.budget:
+            if self.meter.calls + _MOST_PER_PROBE + _RESERVED > self.meter.budget:
                 raise _OverBudget
             try:
                 probe()
@@ -396,7 +383,7 @@ def _finding(key: str, observed: str, matches: str | None = None, error: FaceApi
                    getattr(error, "log_id", None) if error is not None else None)
 
 
-def _qps_finding(burst: Callable[[], FaceLibrary] | None, meter: _Metered) -> Finding:
+def _qps_finding(burst: Callable[[], FaceLibrary] | None, meter: _Meter) -> Finding:
     if burst is None:
         return _finding("qps", "no limit (the local library)")
     client = burst()
@@ -427,7 +414,7 @@ def _qps_finding(burst: Callable[[], FaceLibrary] | None, meter: _Metered) -> Fi
     return _finding("qps", observed)
 
 
-def _remove(library: _Metered, groups: Sequence[str]) -> bool:
+def _remove(library: FaceLibrary, groups: Sequence[str]) -> bool:
     """Delete every scratch group; True when each is gone. Never raises an API error: it runs while unwinding."""
     left = []
     with _shielded() as received:
@@ -449,8 +436,9 @@ def examine(library: FaceLibrary, photos: Sequence[bytes], *, identity: str = ""
             nonce: str | None = None) -> Report:
     """Observe every open question on ``library``, in scratch groups that are removed whatever happens."""
     nonce = nonce or secrets.token_hex(4)
-    meter = _Metered(library, budget)
-    doctor = _Doctor(meter, _Faces(photos, nonce), nonce)
+    meter = _Meter(budget)
+    library.observers.append(meter)
+    doctor = _Doctor(library, meter, _Faces(photos, nonce), nonce)
     probes = (doctor.user_info_on_add, doctor.user_info_on_update, doctor.detect_token, doctor.face_cap,
               doctor.face_token_reuse, doctor.same_face_two_users, doctor.copy_into_existing, doctor.copy_linked,
               doctor.implicit_group, doctor.page_length, doctor.list_order)
@@ -465,8 +453,8 @@ def examine(library: FaceLibrary, photos: Sequence[bytes], *, identity: str = ""
             doctor.note("background_delete", f"not observed: it needs a group of 501 faces, 501 calls, over the "
                         f"budget of {budget}", "not observed")
     finally:
-        removed = _remove(meter, doctor.scratch)
-        library.observers.remove(meter._attempted)
+        removed = _remove(library, doctor.scratch)
+        library.observers.remove(meter)
     if not removed:
         raise DoctorError("could not remove the scratch groups " + ", ".join(doctor.scratch),
                           hint="delete them by hand; they hold only copies of the probe photo")
