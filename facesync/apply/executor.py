@@ -556,11 +556,10 @@ class _Run:
 
     def _cached_token(self, digest: str | None) -> str | None:
         """The token an earlier user/add answered for these bytes (detect's may differ from it)."""
-        lookup = getattr(self.cache, "token", None)
-        if digest is None or lookup is None:
+        if digest is None or self.cache is None:
             return None
         with self.cache_lock:
-            return lookup(digest)
+            return self.cache.token(digest)
 
     def _remember(self, face: FaceSource | None, digest: str | None, token: str) -> None:
         if self.cache is None or digest is None or face is None or face.kind is not ImageKind.FILE:

@@ -254,8 +254,13 @@ def _check_face_token(value: str) -> None:
         raise _fail(222025)
 
 
+def _type_text(image: Image | None) -> str | None:
+    """The image_type as sent: an ``ImageType``'s value, or the string a caller passed as it is."""
+    return None if image is None else getattr(image.type, "value", image.type)
+
+
 def _image_type(image: Image) -> str:
-    kind = getattr(image.type, "value", image.type)
+    kind = _type_text(image)
     if kind not in IMAGE_TYPES:
         raise _fail(222015)
     return kind
@@ -436,7 +441,7 @@ class LocalLibrary(LibraryBase):
         ``detecting``: the token detect answers, which the harsh variant makes differ from the stored one.
         """
         _require(("image", None if image is None else image.value),
-                 ("image_type", None if image is None else getattr(image.type, "value", image.type)))
+                 ("image_type", _type_text(image)))
         kind = _image_type(image)
         if kind == ImageType.FACE_TOKEN:
             _check_face_token(image.value)
@@ -525,7 +530,7 @@ class LocalLibrary(LibraryBase):
     def _check_face_call(group_id: str, user_id: str, user_id_max_bytes: int, image: Image | None,
                          user_info: str | None) -> None:
         _require(("image", None if image is None else image.value),
-                 ("image_type", None if image is None else getattr(image.type, "value", image.type)),
+                 ("image_type", _type_text(image)),
                  ("group_id", group_id), ("user_id", user_id))
         _image_type(image)
         _check_group_id(group_id)
