@@ -41,6 +41,7 @@ _EXPORTS = {
     "ManifestError": "facesync.errors",
     "PlanRefusedError": "facesync.errors",
     "PlanStaleError": "facesync.errors",
+    "UnmatchedFacesError": "facesync.errors",
     "LockHeldError": "facesync.errors",
     "FaceApiError": "facesync.api.errors",
 }
@@ -48,7 +49,7 @@ _EXPORTS = {
 __all__ = [
     "ApplyResult", "ConfigError", "FaceApiError", "FacesyncError", "LockHeldError", "Manifest", "ManifestError",
     "OpKind", "OpResult", "Operation", "Plan", "PlanRefusedError", "PlanStaleError", "Safety", "SavedPlan",
-    "Session", "__version__", "load_manifest", "load_plan_file",
+    "Session", "UnmatchedFacesError", "__version__", "load_manifest", "load_plan_file",
 ]
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
         ManifestError,
         PlanRefusedError,
         PlanStaleError,
+        UnmatchedFacesError,
     )
     from facesync.plan.ops import Operation, OpKind, Plan, Safety
     from facesync.session import Manifest, SavedPlan, Session, load_manifest, load_plan_file

@@ -1,9 +1,14 @@
 """The token cache: what resolve learned about images, so that the next plan needs no call and no read.
 
-Two facts are kept:
+Three kinds of fact are kept:
 
 - content sha256 → face_token (and URL → face_token), answered by ``detect`` or recorded by apply
-  from user/add: per target, since face_tokens of one library mean nothing to another;
+  from user/add: per target, since face_tokens of one library mean nothing to another. What ``detect``
+  answered is also kept on its own, so that a plan can tell a token the service stored (learned from a
+  user/add answer) from one it only detected;
+- per target, whether the service's ``detect`` gives an image the token user/add stores for it (the
+  contract leaves it open): learned when an upload's answer meets a detected token of the same image, from
+  ``facesync doctor``, or from apply's one-upload probe (see ``facesync/apply/probe.py``);
 - (absolute path, size, mtime_ns) → sha256, so an unchanged file is not read again: a fact about the
   local file alone, kept once for every target, so that the manifest loader (which runs before the
   target is known) can skip re-checking the content of a file already hashed.
@@ -27,8 +32,11 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from facesync.clock import utc_now
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -39,7 +47,14 @@ BUSY_TIMEOUT_MS = 30_000
 _TOKEN_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS tokens (sha256 TEXT PRIMARY KEY, face_token TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS urls (url TEXT PRIMARY KEY, face_token TEXT NOT NULL)",
+    # what detect answered, by sha256 or URL: a token here and in ``tokens`` alike was never stored-checked
+    "CREATE TABLE IF NOT EXISTS detected (image TEXT PRIMARY KEY, face_token TEXT NOT NULL)",
+    ("CREATE TABLE IF NOT EXISTS pending (image TEXT NOT NULL, group_id TEXT NOT NULL, user_id TEXT NOT NULL,"
+     " PRIMARY KEY (image, group_id, user_id))"),
+    ("CREATE TABLE IF NOT EXISTS facts (name TEXT PRIMARY KEY, value TEXT NOT NULL, seen_at TEXT NOT NULL,"
+     " seen_by TEXT NOT NULL)"),
 )
+_DETECT_AGREES = "detect_token_is_stored_token"
 _FILE_SCHEMA = (
     ("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL,"
      " mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL)"),
@@ -47,6 +62,17 @@ _FILE_SCHEMA = (
 IN_MEMORY = ":memory:"
 _CHUNK = 500  # ids in one "IN (...)" query: below SQLite's smallest variable limit
 FILES_NAME = "files.sqlite3"
+
+
+class DetectAgreement(str, Enum):
+    """Whether ``detect`` gives an image the face_token user/add stores for it, on one service."""
+
+    EQUAL = "equal"
+    DIFFERENT = "different"
+
+    @classmethod
+    def of(cls, equal: bool) -> DetectAgreement:
+        return cls.EQUAL if equal else cls.DIFFERENT
 
 
 def cache_dir() -> Path:
@@ -111,6 +137,7 @@ class TokenCache:
 
     def __init__(self, path: str | os.PathLike, files: FileHashes | None = None):
         self._store = _Store(path, _TOKEN_SCHEMA)
+        self._agreement: DetectAgreement | None = None
         if files is None:
             beside = IN_MEMORY if str(path) == IN_MEMORY else Path(path).parent / FILES_NAME
             files = FileHashes(beside)
@@ -143,6 +170,60 @@ class TokenCache:
     def record_url(self, url: str, face_token: str) -> None:
         self._store.write("INSERT OR REPLACE INTO urls (url, face_token) VALUES (?, ?)", (url, face_token))
 
+    def record_detected(self, image: str, face_token: str) -> None:
+        """What ``detect`` answered for an image (its sha256, or its URL); it is also the image's token
+        until an upload's answer replaces it."""
+        if "://" in image:
+            self.record_url(image, face_token)
+        else:
+            self.record(image, face_token)
+        self._store.write("INSERT OR REPLACE INTO detected (image, face_token) VALUES (?, ?)", (image, face_token))
+
+    def only_detected(self, image: str, face_token: str) -> bool:
+        """Whether ``face_token`` is, for this image (sha256 or URL), a token ``detect`` answered and no upload
+        has confirmed: on a service whose detect and user/add disagree it matches none of the library's."""
+        if self.detect_agreement() is DetectAgreement.EQUAL:
+            return False
+        return self._store.one("SELECT face_token FROM detected WHERE image = ?", (image,)) == face_token
+
+    def stored_tokens(self, face_tokens: Iterable[str]) -> set[str]:
+        """Those of ``face_tokens`` that an upload's answer gave for an image this cache knows (not only what
+        ``detect`` answered): faces that are certainly that image, whatever detect answers."""
+        wanted = sorted(set(face_tokens))
+        found: set[str] = set()
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = tuple(wanted[start:start + _CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for table, key in (("tokens", "sha256"), ("urls", "url")):
+                found.update(token for (token,) in self._store.rows(
+                    f"SELECT t.face_token FROM {table} t LEFT JOIN detected d ON d.image = t.{key} "
+                    f"WHERE t.face_token IN ({marks}) AND (d.face_token IS NULL OR d.face_token != t.face_token)",
+                    chunk))
+        return found
+
+    # -- what the service does ------------------------------------------------------------------------
+
+    def detect_agreement(self) -> DetectAgreement | None:
+        """Whether this service's ``detect`` answers the token user/add stores; None: not seen yet. Read
+        once (resolve asks for every image), then kept as this process records it."""
+        if self._agreement is None:
+            value = self._store.one("SELECT value FROM facts WHERE name = ?", (_DETECT_AGREES,))
+            try:
+                self._agreement = DetectAgreement(value) if value is not None else None
+            except ValueError:  # written by a later facesync: as good as unknown
+                self._agreement = None
+        return self._agreement
+
+    def detect_agreement_seen(self) -> str:
+        """How and when the agreement was seen, for messages ("by facesync doctor at 2026-...")."""
+        rows = self._store.rows("SELECT seen_by, seen_at FROM facts WHERE name = ?", (_DETECT_AGREES,))
+        return f"by {rows[0][0]} at {rows[0][1]}" if rows else "never"
+
+    def record_detect_agreement(self, agreement: DetectAgreement, seen_by: str) -> None:
+        self._agreement = agreement
+        self._store.write("INSERT OR REPLACE INTO facts (name, value, seen_at, seen_by) VALUES (?, ?, ?, ?)",
+                          (_DETECT_AGREES, agreement.value, utc_now(), seen_by))
+
     # -- file → content hash --------------------------------------------------------------------------
 
     def file_sha256(self, path: str, size: int, mtime_ns: int) -> str | None:
@@ -164,17 +245,40 @@ class TokenCache:
         files = self.files.paths_of(by_sha)
         return {token: files[sha] for sha, token in by_sha.items() if sha in files}
 
-    def record_upload(self, path: str, sha256: str, face_token: str) -> None:
-        """After uploading the file at ``path`` (content ``sha256``): the next plan neither reads nor detects it.
-
-        The file is stat'ed now, so call this right after the upload read it.
-        """
-        self.record(sha256, face_token)
+    def record_upload(self, image: str, face_token: str, path: str | None = None) -> None:
+        """After an upload of an image (its content sha256, read from the file at ``path``, or its URL) was
+        answered with ``face_token``, the token the library stores: the next plan neither reads nor detects
+        it. A file is stat'ed now, so call this right after the upload read it."""
+        detected = self._store.one("SELECT face_token FROM detected WHERE image = ?", (image,))
+        if detected is not None and self.detect_agreement() is None:
+            self.record_detect_agreement(DetectAgreement.of(detected == face_token), "an upload's answer")
+        if "://" in image:
+            self.record_url(image, face_token)
+            return
+        self.record(image, face_token)
+        if path is None:
+            return
         try:
             info = os.stat(path)
         except OSError:
             return
-        self.record_file(path, info.st_size, info.st_mtime_ns, sha256)
+        self.record_file(path, info.st_size, info.st_mtime_ns, image)
+
+    # -- uploads whose answer was not recorded yet ----------------------------------------------------
+
+    def record_pending(self, image: str, group_id: str, user_id: str) -> None:
+        """Just before an upload of ``image`` (sha256 or URL) to a user: until ``record_upload`` and
+        ``clear_pending`` follow, a crash leaves a face whose token only the library knows (resolve.py)."""
+        self._store.write("INSERT OR REPLACE INTO pending (image, group_id, user_id) VALUES (?, ?, ?)",
+                          (image, group_id, user_id))
+
+    def clear_pending(self, image: str, group_id: str, user_id: str) -> None:
+        self._store.write("DELETE FROM pending WHERE image = ? AND group_id = ? AND user_id = ?",
+                          (image, group_id, user_id))
+
+    def pending(self) -> list[tuple[str, str, str]]:
+        """(image, group_id, user_id) of every upload whose answer was never recorded."""
+        return [tuple(row) for row in self._store.rows("SELECT image, group_id, user_id FROM pending", ())]
 
     def close(self) -> None:
         self._store.close()

@@ -49,6 +49,7 @@ from facesync.api.errors import (
 from facesync.api.protocol import MAX_FACES_PER_USER, PAGE_MAX, CallRecord, FaceLibrary, Image
 from facesync.errors import FacesyncError
 from facesync.images import fits_base64_limit, sniff_format
+from facesync.scratch import remove_groups
 
 log = logging.getLogger(__name__)
 
@@ -181,22 +182,6 @@ def _interruptible() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-@contextmanager
-def _shielded() -> Iterator[list[int]]:
-    """Hold Ctrl-C and SIGTERM back while cleaning up; the caller re-raises one that came."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 # ---- the observations ---------------------------------------------------------------------------------------
@@ -350,9 +335,9 @@ _FACESYNC = {
     "user_info_on_add": "always sends the user_info it manages, and for a user whose user_info it does not "
                         "manage sends back what it read, so either answer keeps user_info",
     "user_info_on_update": "same as for user/add: user_info is never left out of a call that could clear it",
-    "detect_token": "prefers the stored token, learned from each user/add answer (keep the token cache); a "
-                    "photo it did not upload is planned as a replaced face (re-uploaded), or apply stops before "
-                    "any delete",
+    "detect_token": "matches by the stored token, learned from user/add answers (keep the token cache); the "
+                    "answer seen here is kept there: where tokens differ, a plan that would replace faces it "
+                    "could not match stops (--reupload replaces them)",
     "face_cap": "validate refuses users with more than 20 images; apply reports the code if the cap is hit",
     "face_token_reuse": "re-adds faces from image bytes where the manifest has them, and never removes a "
                         "face's last copy before it is re-added",
@@ -414,23 +399,6 @@ def _qps_finding(burst: Callable[[], FaceLibrary] | None, meter: _Meter) -> Find
     return _finding("qps", observed)
 
 
-def _remove(library: FaceLibrary, groups: Sequence[str]) -> bool:
-    """Delete every scratch group; True when each is gone. Never raises an API error: it runs while unwinding."""
-    left = []
-    with _shielded() as received:
-        for group_id in groups:
-            try:
-                library.group_delete(group_id)
-            except NotFoundError:
-                pass  # never made (or, for the missing-group probe, never created by the service)
-            except FaceApiError as error:
-                left.append(group_id)
-                log.warning("could not remove the scratch group %s: %s", group_id, error)
-    if received:
-        raise KeyboardInterrupt
-    return not left
-
-
 def examine(library: FaceLibrary, photos: Sequence[bytes], *, identity: str = "",
             burst: Callable[[], FaceLibrary] | None = None, budget: int = BUDGET,
             nonce: str | None = None) -> Report:
@@ -453,7 +421,7 @@ def examine(library: FaceLibrary, photos: Sequence[bytes], *, identity: str = ""
             doctor.note("background_delete", f"not observed: it needs a group of 501 faces, 501 calls, over the "
                         f"budget of {budget}", "not observed")
     finally:
-        removed = _remove(library, doctor.scratch)
+        removed = remove_groups(library, doctor.scratch)
         library.observers.remove(meter)
     if not removed:
         raise DoctorError("could not remove the scratch groups " + ", ".join(doctor.scratch),

@@ -46,6 +46,12 @@ class PlanRefusedError(FacesyncError):
     exit_code = EXIT_UNSAFE
 
 
+class UnmatchedFacesError(PlanRefusedError):
+    """The plan would replace faces that are probably the manifest's own pictures: this service's ``detect``
+    gives images other face_tokens than user/add stored, so facesync cannot match them (``--reupload``
+    accepts re-adding them from the manifest's images)."""
+
+
 class PlanStaleError(FacesyncError):
     """A saved plan no longer fits: its checksum is wrong or the live facts it depends on have moved."""
 

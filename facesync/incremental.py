@@ -194,7 +194,7 @@ def read_incremental(library: FaceLibrary, desired: Desired, state: State, *, au
 
 def plan_incremental(desired: Desired, library: FaceLibrary, cache: TokenCache, state: State, *,
                      audit: int | None = None, qps: float | None = None, concurrency: int = 8,
-                     force: bool = False, progress: bool | None = None,
+                     force: bool = False, reupload: bool = False, progress: bool | None = None,
                      clock: Callable[[], float] = time.time) -> IncrementalPlan:
     """The plan of ``desired`` (loaded, narrowed) reading only what may have moved since ``state``: the
     first reads, then every fact the plan's operations depend on that came from the state, planning
@@ -210,7 +210,7 @@ def plan_incremental(desired: Desired, library: FaceLibrary, cache: TokenCache, 
             if unread_info:
                 reader.read_users(set(), infos=unread_info)
                 live = reader.live()
-            plan = make_plan(resolved, live, qps=qps, force=force)
+            plan = make_plan(resolved, live, qps=qps, force=force, reupload=reupload)
             faces, infos = trusted_dependencies(plan, reader.reads.faces.keys(), reader.reads.infos.keys())
             if not faces and not infos:
                 break
@@ -441,7 +441,7 @@ def plan_tracked(desired: Desired, library: FaceLibrary, cache: TokenCache, *,
                  plan_full: Callable[[], tuple[Desired, Live, Plan, ResolveStats]],
                  finish: Callable[[Plan, Desired], Plan], mode: str | None = None,
                  state_file: str | os.PathLike | None = None, audit: int | None = None, qps: float | None = None,
-                 concurrency: int = 8, force: bool = False, progress: bool | None = None,
+                 concurrency: int = 8, force: bool = False, reupload: bool = False, progress: bool | None = None,
                  clock: Callable[[], float] = time.time) -> Tracked:
     """Plan ``desired`` with a ``mode`` refresh (None: the manifest's ``policy.refresh``), and record what
     was read into the state (``state_file``, else the library's file in the cache folder). Incremental
@@ -455,7 +455,7 @@ def plan_tracked(desired: Desired, library: FaceLibrary, cache: TokenCache, *,
     trust = _full_trust(mode or desired.policy.refresh, state, desired, path)
     if trust is None:
         made = plan_incremental(desired, library, cache, state, audit=audit, qps=qps, concurrency=concurrency,
-                                force=force, progress=progress, clock=clock)
+                                force=force, reupload=reupload, progress=progress, clock=clock)
         record(path, identity, made.observed)
         plan = finish(made.plan, made.desired)
         return Tracked(made.desired, made.live, plan, made.stats, made.trust, path, made.read_at, made.fresh,

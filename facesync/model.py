@@ -38,7 +38,9 @@ class DesiredImage:
 
     ``source`` is what the manifest said (a path relative to the manifest, a URL, or the token itself);
     ``path`` is the absolute file for FILE images; ``sha256`` is the file's content hash when known;
-    ``face_token`` is known for FACE_TOKEN images and filled in by ``resolve`` for the others.
+    ``face_token`` is known for FACE_TOKEN images and filled in by ``resolve`` for the others;
+    ``detected``: that token is what ``detect`` answered, and no upload has shown it to be the token the
+    library stores (they may differ: plan/matching.py).
     """
 
     kind: ImageKind
@@ -47,6 +49,7 @@ class DesiredImage:
     sha256: str | None = None
     face_token: str | None = None
     origin: Origin | None = field(default=None, compare=False)
+    detected: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +171,13 @@ def is_stage_group(group_id: str) -> bool:
     return group_id.startswith(STAGE_GROUP_PREFIX)
 
 
-# The prefix both kinds share: a manifest may name no group under it, so that neither a lock group nor a
-# staging group can ever be a manifest's group, and a plan's delete of one is facesync's own clean-up.
+# A group that lives for one check in apply: a single upload that shows whether the service's detect gives
+# an image the face_token user/add stores (apply/probe.py). Removed at once; facesync's own like the others.
+PROBE_GROUP_PREFIX = "_facesync_probe_"
+
+
+# The prefix every kind shares: a manifest may name no group under it, so that no lock, staging or probe
+# group can ever be a manifest's group, and a plan's delete of one is facesync's own clean-up.
 OWN_GROUP_PREFIX = "_facesync_"
 
 

@@ -79,12 +79,73 @@ class TokenLookup(Protocol):
 
     def token(self, sha256: str) -> str | None: ...
 
+    def only_detected(self, image: str, face_token: str) -> bool: ...
+
 
 def resolve_images(desired: Desired, live: Live, library: FaceLibrary, cache: TokenCache, *,
                    concurrency: int = 8, progress: bool | None = None) -> Resolution:
     """``desired`` with face_token (and sha256, for files) filled in where the diff needs them, and the
     counts of what it cost; ``progress``: a bar on a terminal (None: if a tty)."""
-    return _resolve(desired, live, _Resolver(cache, library), concurrency=concurrency, progress=progress)
+    resolution = _resolve(desired, live, _Resolver(cache, library), concurrency=concurrency, progress=progress)
+    return replace(resolution, desired=adopt_pending(resolution.desired, live, cache))
+
+
+def adopt_pending(desired: Desired, live: Live, cache: TokenCache) -> Desired:
+    """Uploads a crash kept from being recorded (``TokenCache.pending``), given back their stored tokens.
+
+    On a service whose detect answers other tokens than it stores, such a face matches nothing. Where its
+    user holds exactly one face that nothing explains (no image of the user has its token, and the cache
+    does not know it as another upload) and exactly one of the images noted for that user matches no
+    face, that face is that image: its token is recorded, and the image carries it. Any other case is
+    left to the plan, which names the user (plan/matching.py). A note is dropped once its user was read
+    and nothing is left to explain, or the manifest no longer lists the user in a group it manages."""
+    pending = cache.pending()
+    if not pending:
+        return desired
+    noted: dict[tuple[str, str], set[str]] = {}
+    for image_key, group_id, user_id in pending:
+        noted.setdefault((group_id, user_id), set()).add(image_key)
+    adopted: dict[str, str] = {}
+    settled: list[tuple[str, str]] = []
+    for group in desired.groups:
+        live_group = live.groups.get(group.group_id)
+        listed = {user.user_id for user in group.users}
+        settled += [(gid, uid) for gid, uid in noted if gid == group.group_id and uid not in listed]
+        for user in group.users:
+            keys = noted.get((group.group_id, user.user_id))
+            live_user = live_group.users.get(user.user_id) if live_group is not None else None
+            if not keys or live_user is None or live_user.face_tokens is None:
+                continue  # nothing noted, or not read: the note waits
+            faces = set(live_user.face_tokens)
+            unmatched = {_image_key(image) for image in user.images
+                         if _image_key(image) in keys and image.face_token not in faces}
+            unexplained = faces - {image.face_token for image in user.images} - cache.stored_tokens(faces)
+            if len(unmatched) == 1 and len(unexplained) == 1:
+                adopted[unmatched.pop()] = unexplained.pop()
+            if not unmatched or not unexplained:
+                settled.append((group.group_id, user.user_id))
+    for key, token in adopted.items():
+        log.info("the face %s is the upload of %s whose answer was not recorded", token, key)
+        (cache.record_url if "://" in key else cache.record)(key, token)
+    for group_id, user_id in settled:
+        for key in noted[(group_id, user_id)]:
+            cache.clear_pending(key, group_id, user_id)
+    if not adopted:
+        return desired
+    return replace(desired, groups=tuple(
+        replace(group, users=tuple(
+            replace(user, images=tuple(
+                replace(image, face_token=adopted[_image_key(image)], detected=False)
+                if _image_key(image) in adopted else image for image in user.images))
+            for user in group.users))
+        for group in desired.groups))
+
+
+def _image_key(image: DesiredImage) -> str | None:
+    """How the token cache names an image: its content sha256, or its URL."""
+    if image.kind is ImageKind.URL:
+        return image.source
+    return image.sha256 if image.kind is ImageKind.FILE else None
 
 
 def resolve_known(desired: Desired, live: Live, lookup: TokenLookup,
@@ -156,7 +217,8 @@ def _fill(desired: Desired, live: Live, resolved: dict[tuple[str, str], DesiredI
 
     def image(img: DesiredImage) -> DesiredImage:
         answer = resolved.get(_key(img)) if _needs_token(img) else None
-        return img if answer is None else replace(img, sha256=answer.sha256, face_token=answer.face_token)
+        return img if answer is None else replace(img, sha256=answer.sha256, face_token=answer.face_token,
+                                                  detected=answer.detected)
 
     groups = tuple(
         replace(group, users=tuple(
@@ -199,12 +261,12 @@ class _Resolver:
         token = self.cache.url_token(image.source)
         if token is not None:
             self._count(hits=1)
-            return replace(image, face_token=token)
+            return self._with_token(image, image.source, token)
         if self.library is None:
             return replace(image, face_token=self.stand_in(image))
         token = self._detect(Image.from_url(image.source))
-        self.cache.record_url(image.source, token)
-        return replace(image, face_token=token)
+        self.cache.record_detected(image.source, token)
+        return self._with_token(image, image.source, token)
 
     def _file(self, image: DesiredImage) -> DesiredImage:
         path = os.path.abspath(image.path or image.source)
@@ -225,7 +287,7 @@ class _Resolver:
         if token is not None:
             if data is None:
                 self._count(hits=1)
-            return replace(image, sha256=sha256, face_token=token)
+            return self._with_token(replace(image, sha256=sha256), sha256, token)
         if self.library is None:
             known = replace(image, sha256=sha256)
             return replace(known, face_token=self.stand_in(known))
@@ -233,8 +295,11 @@ class _Resolver:
             data = self._read(os.path.abspath(image.path or image.source))
             sha256 = hashlib.sha256(data).hexdigest()  # the bytes sent to detect are the truth
         token = self._detect(Image.from_bytes(data))
-        self.cache.record(sha256, token)
-        return replace(image, sha256=sha256, face_token=token)
+        self.cache.record_detected(sha256, token)
+        return self._with_token(replace(image, sha256=sha256), sha256, token)
+
+    def _with_token(self, image: DesiredImage, key: str, token: str) -> DesiredImage:
+        return replace(image, face_token=token, detected=self.cache.only_detected(key, token))
 
     def _read(self, path: str) -> bytes:
         with open(path, "rb") as handle:

@@ -47,12 +47,13 @@ from facesync import progress as progress_bars
 from facesync.api.protocol import FaceLibrary
 from facesync.apply import execute, report_dict, stale_facts
 from facesync.apply.results import ApplyResult, OpResult
-from facesync.cache import FileHashes, TokenCache
+from facesync.cache import DetectAgreement, FileHashes, TokenCache
 from facesync.checkout import manifest_place
 from facesync.errors import ConfigError, FacesyncError, PlanStaleError
 from facesync.files import write_atomically
 from facesync.model import Desired, ImageKind, Live
 from facesync.plan.effects import structure, user_effect
+from facesync.plan.matching import unexplained, unmatched_faces_error
 from facesync.plan.ops import Plan
 from facesync.plan.planner import make_plan, narrow, user_info_to_read
 from facesync.plan.uploads import pin
@@ -288,37 +289,41 @@ class Session:
     # ---- planning ----
 
     def plan(self, manifest: str | Manifest | Desired | None = None, *, groups: Iterable[str] = (),
-             users: Iterable[str] = (), force: bool = False) -> Plan:
+             users: Iterable[str] = (), force: bool = False, reupload: bool = False) -> Plan:
         """The plan that makes the library match ``manifest`` (a path, a loaded ``Manifest``, or a
         ``Desired`` built in code; None: the session's), narrowed to ``groups``/``users`` when given.
         Changes nothing in the library.
 
-        ``force``: record in the plan that deleting more than the policy's share is wanted."""
-        return self.plan_with_details(manifest, groups=groups, users=users, force=force)[0]
+        ``force``: record in the plan that deleting more than the policy's share is wanted. ``reupload``: on a
+        service whose detect tokens differ from stored ones, replace the faces facesync cannot match by
+        re-adding the manifest's images (else ``UnmatchedFacesError``; see plan/matching.py)."""
+        return self.plan_with_details(manifest, groups=groups, users=users, force=force, reupload=reupload)[0]
 
     def plan_with_details(self, manifest: str | Manifest | Desired | None = None, *, groups: Iterable[str] = (),
-                          users: Iterable[str] = (), force: bool = False) -> tuple[Plan, PlanDetails]:
+                          users: Iterable[str] = (), force: bool = False,
+                          reupload: bool = False) -> tuple[Plan, PlanDetails]:
         """``plan``, with what it was made from (the resolved manifest, the live state, what resolving cost)."""
-        tracked = self._plan_tracked(self._manifest(manifest, groups, users).desired, force)
+        tracked = self._plan_tracked(self._manifest(manifest, groups, users).desired, force, reupload)
         return tracked.plan, PlanDetails(tracked.desired, tracked.live, tracked.stats, tracked.trust)
 
-    def _plan_tracked(self, desired: Desired, force: bool) -> Tracked:
+    def _plan_tracked(self, desired: Desired, force: bool, reupload: bool) -> Tracked:
         """The plan, by the session's refresh, with the state read and updated (``incremental.py``)."""
         from facesync.incremental import plan_tracked
 
         qps = estimate_qps(self.spec, self.qps)
         return plan_tracked(desired, self.library, self.cache, mode=self.refresh, state_file=self.state,
-                            audit=self.audit, qps=qps, concurrency=self.concurrency, force=force,
-                            progress=self.progress, plan_full=lambda: self._plan_full(desired, force),
+                            audit=self.audit, qps=qps, concurrency=self.concurrency, force=force, reupload=reupload,
+                            progress=self.progress, plan_full=lambda: self._plan_full(desired, force, reupload),
                             finish=lambda plan, resolved: finish_plan(plan, resolved, self.cache))
 
-    def _plan_full(self, desired: Desired, force: bool) -> tuple[Desired, Live, Plan, ResolveStats]:
+    def _plan_full(self, desired: Desired, force: bool, reupload: bool) -> tuple[Desired, Live, Plan, ResolveStats]:
         live = refresh(self.library, desired, concurrency=self.concurrency, progress=self.progress)
         resolution = resolve_images(desired, live, self.library, self.cache, concurrency=self.concurrency,
                                     progress=self.progress)
         live = read_user_info(self.library, live, user_info_to_read(resolution.desired, live),
                               concurrency=self.concurrency)
-        plan = make_plan(resolution.desired, live, qps=estimate_qps(self.spec, self.qps), force=force)
+        plan = make_plan(resolution.desired, live, qps=estimate_qps(self.spec, self.qps), force=force,
+                         reupload=reupload)
         plan = finish_plan(plan, resolution.desired, self.cache)
         return resolution.desired, live, plan, resolution.stats
 
@@ -337,23 +342,28 @@ class Session:
     # ---- applying ----
 
     def apply(self, source: str | Manifest | Plan | SavedPlan | None = None, *, force: bool = False,
-              verify: str = "quick", lock_timeout: float = 0.0, break_lock: bool = False,
+              reupload: bool = False, verify: str = "quick", lock_timeout: float = 0.0, break_lock: bool = False,
               on_plan: Callable[[Plan], None] | None = None, confirm: Callable[[Plan], bool] | None = None,
               on_result: Callable[[OpResult], None] | None = None,
               report: str | None = None) -> ApplyResult:
         """Make the library match a manifest (a path or ``Manifest``: planned here, inside the lock), or
         apply exactly a plan (a ``Plan`` or a reviewed ``SavedPlan``; None: the session's own).
 
-        ``force``: apply a plan that deletes more than the policy's safe share. ``verify``: what is read
-        back afterwards: "quick" (what the answers leave in doubt), "full" (every touched user), "off".
+        ``force``: apply a plan that deletes more than the policy's safe share. ``reupload``: replace faces
+        facesync cannot match on a service whose detect tokens differ from stored ones (``Session.plan``;
+        a saved plan must have been made so). A plan that replaces faces on detected tokens without it is
+        checked first, by one upload to a scratch group when nothing is known of the service yet.
+        ``verify``: what is read back afterwards: "quick" (what the answers leave in doubt), "full" (every
+        touched user), "off".
         ``lock_timeout``: seconds to wait for another apply's lock; ``break_lock``: remove a dead apply's
         lock first. ``on_plan``: sees the plan that is about to run (its safety counted for this run);
         ``confirm``: return False to stop before anything changes (``FacesyncError``); ``on_result``: called
         once per operation as it ends; ``report``: a file to write the JSON report to.
 
         Raises ``PlanStaleError`` (the library moved under a saved plan), ``PlanRefusedError`` (unsafe and
-        not forced, or deleting a protected group), ``LockHeldError``; an operation's failure is not
-        raised: see the returned ``ApplyResult`` (``ok``, ``failures``, ``stopped``, ``problems``).
+        not forced, or deleting a protected group; ``UnmatchedFacesError``, its kind for faces facesync
+        cannot match), ``LockHeldError``; an operation's failure is not raised: see the returned
+        ``ApplyResult`` (``ok``, ``failures``, ``stopped``, ``problems``).
         """
         from facesync.lock import library_lock
 
@@ -362,6 +372,9 @@ class Session:
             if source is None:
                 raise ConfigError("this session has no manifest or plan: pass one")
         saved = SavedPlan(source) if isinstance(source, Plan) else source
+        if isinstance(saved, SavedPlan) and reupload and not saved.plan.reupload:
+            raise ConfigError("--reupload goes with a manifest: a saved plan is applied exactly as it was made",
+                              hint="make the plan with facesync plan MANIFEST --reupload --out PLAN.json")
         if isinstance(saved, SavedPlan) and saved.plan.target and saved.plan.target != self.identity:
             raise PlanStaleError(
                 f"this plan was made for {saved.plan.target}, not for {self.identity}",
@@ -377,7 +390,7 @@ class Session:
                                            checked_at=checked_at, state_file=self.state)
             else:
                 manifest = self._manifest(saved, (), ())
-                tracked = self._plan_tracked(manifest.desired, force)
+                tracked = self._plan_tracked(manifest.desired, force, reupload)
                 plan, record = tracked.plan, tracked.record_apply
                 protected = manifest.desired.policy.protected_groups
             if on_plan is not None:
@@ -389,11 +402,25 @@ class Session:
                 raise refusal
             if confirm is not None and not confirm(plan):
                 raise FacesyncError("Apply cancelled: nothing was changed.")
+            self._check_matching(plan)
             if not isinstance(saved, SavedPlan):
                 tracked.check_before_write(self.library, concurrency=self.concurrency)
             result = self._run(plan, protected, verify=verify, on_result=on_result, report=report)
             record(result.results)
             return result
+
+    def _check_matching(self, plan: Plan) -> None:
+        """Before the first write: refuse a plan that replaces faces on detected tokens where the service
+        stores other tokens; when that is not known yet, find out with one upload (apply/probe.py)."""
+        if not plan.replaced_by_detect or plan.reupload:
+            return
+        agreement = self.cache.detect_agreement()
+        if agreement is None:
+            from facesync.apply.probe import probe_detect_agreement
+
+            agreement = probe_detect_agreement(self.library, plan, self.cache)  # None: still unknown
+        if agreement is DetectAgreement.DIFFERENT:
+            raise unmatched_faces_error(plan.replaced_by_detect, self.cache.detect_agreement_seen(), self.cache.path)
 
     def _recheck(self, saved: SavedPlan, force: bool) -> tuple[Plan, tuple[str, ...]]:
         """The saved plan with its safety counted for this run, after its live facts are checked."""
@@ -425,8 +452,9 @@ class Session:
 
     def doctor(self, photos: Sequence[bytes]) -> DoctorReport:
         """Observe how the library answers where Baidu's documentation is silent (``facesync doctor``), in
-        scratch groups that are removed whatever happens; ``photos``: JPEG or PNG bytes of one face."""
-        from facesync.doctor import QPS_BURST, examine
+        scratch groups that are removed whatever happens; ``photos``: JPEG or PNG bytes of one face.
+        Whether detect answers the stored token is kept in the token cache, for plans (plan/matching.py)."""
+        from facesync.doctor import HARSH, LENIENT, QPS_BURST, examine
 
         burst = None
         if not self.spec.is_local:
@@ -437,7 +465,11 @@ class Session:
             def burst() -> FaceLibrary:
                 return BaiduClient.from_environment(location, qps=None, max_attempts=1, max_elapsed=0,
                                                    concurrency=QPS_BURST)  # no retry, not even after 18
-        return examine(self.library, photos, identity=self.identity, burst=burst)
+        report = examine(self.library, photos, identity=self.identity, burst=burst)
+        for finding in report.findings:
+            if finding.key == "detect_token" and finding.matches in (LENIENT, HARSH):
+                self.cache.record_detect_agreement(DetectAgreement.of(finding.matches == LENIENT), "facesync doctor")
+        return report
 
     def snapshot(self, manifest: str | Manifest | None = None, *, whole: bool = False) -> Snapshot:
         """The live state a plan of ``manifest`` (None: the session's) reads, with its images' face_tokens,
@@ -488,13 +520,16 @@ class OfflineSession:
         """Nothing is held open between calls."""
 
     def plan(self, manifest: str | Manifest, *, groups: Iterable[str] = (), users: Iterable[str] = (),
-             qps: float | None = None, force: bool = False, now: float | None = None) -> Plan:
+             qps: float | None = None, force: bool = False, reupload: bool = False,
+             now: float | None = None) -> Plan:
         """The plan of ``manifest`` against the snapshot, pinned and named as an online plan is, so it can
         be saved, shown and applied alike; ``qps``: the rate its time estimate assumes."""
-        return self.plan_with_details(manifest, groups=groups, users=users, qps=qps, force=force, now=now)[0]
+        return self.plan_with_details(manifest, groups=groups, users=users, qps=qps, force=force,
+                                      reupload=reupload, now=now)[0]
 
     def plan_with_details(self, manifest: str | Manifest, *, groups: Iterable[str] = (), users: Iterable[str] = (),
-                          qps: float | None = None, force: bool = False, now: float | None = None):
+                          qps: float | None = None, force: bool = False, reupload: bool = False,
+                          now: float | None = None):
         """``plan``, with the ``OfflinePlan`` it came from (what was unresolved offline)."""
         from facesync.snapshot import plan_snapshot
 
@@ -503,7 +538,7 @@ class OfflineSession:
         cache = TokenCache.for_target(self.snapshot.target)
         try:
             offline = plan_snapshot(manifest.desired, self.snapshot, self.snapshot_path, cache=cache,
-                                    qps=qps, force=force, now=now)
+                                    qps=qps, force=force, reupload=reupload, now=now)
         finally:
             cache.close()
         return offline.plan, offline
@@ -576,9 +611,17 @@ def _listing(noun: str, names: list[str], shown: int = 10) -> str:
 
 def finish_plan(plan: Plan, desired: Desired, cache: TokenCache | None) -> Plan:
     """What a reviewed plan carries beside its operations: the content sha256 of every file it uploads,
-    where its manifest is (relative to the checkout) and at which commit, and the names of the faces
-    it removes. Reads only files that are uploaded and not already hashed."""
+    where its manifest is (relative to the checkout) and at which commit, the names of the faces it
+    removes. Reads only files that are uploaded and not already hashed.
+
+    Refuses (``UnmatchedFacesError``) a plan that replaces faces on detected tokens alone where the
+    service is known to store other tokens, unless it was made with ``reupload`` (plan/matching.py)."""
     plan = pin(plan, file_hasher(cache.files if cache is not None else None))
+    if plan.replaced_by_detect and cache is not None:
+        users = unexplained(plan, cache.stored_tokens)
+        if users and not plan.reupload and cache.detect_agreement() is DetectAgreement.DIFFERENT:
+            raise unmatched_faces_error(users, cache.detect_agreement_seen(), cache.path)
+        plan = replace(plan, replaced_by_detect=users, reupload=plan.reupload and bool(users))
     manifest_rel, root = manifest_place(desired.manifest_path) if desired.manifest_path else ("", None)
     base = os.path.dirname(os.path.realpath(desired.manifest_path)) if desired.manifest_path else ""
     names = removed_face_names(plan, desired, cache, base)

@@ -336,6 +336,9 @@ class _SnapshotTokens:
     def token(self, sha256: str) -> str | None:
         return self.snapshot.tokens.get(sha256) or (self.cache.token(sha256) if self.cache else None)
 
+    def only_detected(self, image: str, face_token: str) -> bool:
+        return self.cache.only_detected(image, face_token) if self.cache else False
+
 
 def unsafe_guesses(desired: Desired, live: Live, snapshot: Snapshot) -> tuple[str, ...]:
     """Users for whom "an unknown image is a new face" could delete a face the manifest wants: the
@@ -370,7 +373,8 @@ def _without_stand_ins(op: Operation) -> Operation:
 
 
 def plan_snapshot(desired: Desired, snapshot: Snapshot, snapshot_path: str, *, cache: TokenCache | None = None,
-                  qps: float | None = None, force: bool = False, now: float | None = None) -> OfflinePlan:
+                  qps: float | None = None, force: bool = False, reupload: bool = False,
+                  now: float | None = None) -> OfflinePlan:
     """Plan ``desired`` (loaded, narrowed) against ``snapshot``, with no network; the plan is pinned and
     named as an online one is (``session.finish_plan``), so it can be saved, shown and applied alike."""
     from facesync.session import finish_plan
@@ -396,7 +400,7 @@ def plan_snapshot(desired: Desired, snapshot: Snapshot, snapshot_path: str, *, c
                             hint="take the snapshot with this manifest (facesync snapshot MANIFEST --out FILE), "
                                  "or of the whole library (facesync snapshot --out FILE)")
     qps = estimate_qps(target_of_identity(snapshot.target), qps)
-    plan = make_plan(offline.desired, live, target=snapshot.target, qps=qps, force=force)
+    plan = make_plan(offline.desired, live, target=snapshot.target, qps=qps, force=force, reupload=reupload)
     notes = list(plan.notes)
     if offline.unresolved:
         shown = ", ".join(image.source for image in offline.unresolved[:5])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import pytest
 
@@ -120,6 +121,23 @@ def test_replacing_every_face_is_an_update_then_adds():
     assert update.face.source == "n1.jpg" and update.user_info == "B"
     assert add.face.source == "n2.jpg" and add.after == (0,)
     assert update.expects == (Expect("g", "bob", True, tuple(sorted(tok(n) for n in ("o1", "o2", "o3"))), "B"),)
+
+
+def test_a_user_losing_faces_for_a_detected_photo_is_named_and_reupload_replaces_it_by_update():
+    detected = replace(img("n2"), detected=True)
+    d = desired(DesiredGroup("g", (DesiredUser("bob", (img("k1"), detected), "B"), user("ann", "a1", "a3", info="A"))))
+    lv = live({"g": {"bob": (("k1", "o2"), "B"), "ann": (("a1", "a2"), "A")}})
+    p = plan(d, lv)  # ann's new photo has a stored token: her lost face is certainly another picture
+    assert p.replaced_by_detect == (("g", "bob"),) and not p.reupload
+    assert [(op.kind.value, op.user_id) for op in p.operations if op.user_id == "bob"] == [
+        ("add_face", "bob"), ("delete_face", "bob")]  # the cheaper form: adds first
+    again = plan(d, lv, reupload=True)
+    assert again.replaced_by_detect == (("g", "bob"),) and again.reupload
+    bob = [op for op in again.operations if op.user_id == "bob"]
+    assert [op.kind.value for op in bob] == ["update_user", "add_face"]  # no add meets the face it replaces
+    assert bob[0].face.face_token == tok("k1") and bob[1].face.source == "n2.jpg"
+    assert plan(desired(DesiredGroup("g", (DesiredUser("bob", (img("k1"), detected), "B"),), prune=False)),
+                lv).replaced_by_detect == (("g", "bob"),)
 
 
 def test_user_info_only_change_is_an_update_with_a_kept_face_then_re_adds_from_the_files():

@@ -395,7 +395,7 @@ def test_removed_faces_are_named_from_the_manifest_and_the_cache(tmp_path):
     photo.parent.mkdir()
     photo.write_bytes(images.png(5))
     cache = TokenCache(tmp_path / "tokens.sqlite3")
-    cache.record_upload(str(photo), hashlib.sha256(images.png(5)).hexdigest(), "t" * 32)
+    cache.record_upload(hashlib.sha256(images.png(5)).hexdigest(), "t" * 32, str(photo))
     entry = DesiredImage(ImageKind.FACE_TOKEN, "e" * 32, face_token="e" * 32, origin=Origin("faceset.yaml", 12, 9))
     desired = Desired((DesiredGroup("g", (DesiredUser("other", (entry,)),)),), manifest_path=str(tmp_path / "m.yaml"))
     expect = Expect("g", "u", True, ("e" * 32, "t" * 32, "x" * 32))

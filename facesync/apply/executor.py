@@ -15,6 +15,9 @@
   user new to every group takes the photos of a user whose faces were not read) waits for those removals
   (the ones that do not wait for it) and is tried once more. An add by face_token never waits so: the
   removal could leave the face on no user, and the token dead.
+- Uploads. Each user/add or user/update of a file or URL is noted in the token cache before it is sent
+  and recorded with its answer, one at a time per user, so that an apply killed in between leaves a face
+  the next plan can still name (``resolve.adopt_pending``) where detect answers other tokens.
 - Failures. A permanent failure fails its operation and skips, transitively, every operation that waits
   for it, plus the face deletes and updates of the same user (a failed add never leaves a user with
   fewer faces than before); independent work carries on. 17/19 (quota) and auth errors stop the run at
@@ -67,9 +70,14 @@ GROUP_WAIT_S = 600.0  # how long a group/add waits for a background delete of th
 
 class UploadTokens(Protocol):
     """What the executor needs of a token cache (``facesync.cache.TokenCache`` is one): the face_token
-    user/add answered for an uploaded file, remembered and looked up by the file's sha256."""
+    user/add answered for an uploaded image, remembered by the file's sha256 (or the URL) and looked up,
+    and each upload noted before it is sent (``record_pending``) until its answer is recorded."""
 
-    def record_upload(self, path: str, sha256: str, face_token: str) -> None: ...
+    def record_upload(self, image: str, face_token: str, path: str | None = None) -> None: ...
+
+    def record_pending(self, image: str, group_id: str, user_id: str) -> None: ...
+
+    def clear_pending(self, image: str, group_id: str, user_id: str) -> None: ...
 
     def token(self, sha256: str) -> str | None: ...
 
@@ -173,6 +181,8 @@ class _Run:
         self.on_result = on_result
         self.cache = cache
         self.cache_lock = threading.Lock()
+        self.upload_locks: dict[tuple[str, str], threading.Lock] = {}  # per user: see _upload
+        self.upload_locks_guard = threading.Lock()
         self.group_wait_s = GROUP_WAIT_S
         self.sleep: Callable[[float], None] = time.sleep
         self.deps = dependencies(plan)
@@ -373,20 +383,8 @@ class _Run:
         kind = op.kind
         if kind is OpKind.CREATE_GROUP:
             return self._create_group(op)
-        if kind is OpKind.ADD_FACE:
-            return self._add_face(op)
-        if kind is OpKind.UPDATE_USER:
-            image, digest = self._image(op.face)
-            try:
-                added = self._call("user_update", op.group_id, op.user_id, image, user_info=op.user_info,
-                                   quality_control=op.quality_control, liveness_control=op.liveness_control)
-            except AnswerLostError as error:
-                return self._update_answer_lost(op, digest, error)
-            except FaceExistsError as error:  # the one face may still be on another user of the group
-                self._wait_for_removals(op, error)
-                raise
-            self._remember(op.face, digest, added.face_token)
-            return DONE, added.face_token, added.log_id
+        if kind in (OpKind.ADD_FACE, OpKind.UPDATE_USER):
+            return self._upload(op)
         if kind is OpKind.COPY_USER:
             try:
                 return DONE, None, self._call("user_copy", op.user_id, op.src_group_id, op.group_id).log_id
@@ -413,8 +411,39 @@ class _Run:
                 return ALREADY, None, error.log_id
         raise ValueError(f"unknown operation kind {kind!r}")
 
-    def _add_face(self, op: Operation) -> tuple[str, str | None, int | None]:
-        image, digest = self._image(op.face)
+    def _upload(self, op: Operation) -> tuple[str, str | None, int | None]:
+        """A user/add or user/update, noted in the token cache before it is sent and recorded after.
+
+        One upload at a time per user: a crash then leaves at most one face of a user whose answer was
+        not recorded, which the next plan can name (resolve.adopt_pending). A definite refusal drops the
+        note; a lost answer keeps it, since the face may have landed."""
+        with self.upload_locks_guard:
+            lock = self.upload_locks.setdefault((op.group_id, op.user_id or ""), threading.Lock())
+        with lock:
+            image, digest = self._image(op.face)
+            self._intend(op, digest)
+            try:
+                if op.kind is OpKind.ADD_FACE:
+                    return self._add_face(op, image, digest)
+                return self._update_user(op, image, digest)
+            except FaceApiError as error:
+                if not isinstance(error, AnswerLostError) and error.error_code:
+                    self._forget(op, digest)
+                raise
+
+    def _update_user(self, op: Operation, image: Image, digest: str | None) -> tuple[str, str | None, int | None]:
+        try:
+            added = self._call("user_update", op.group_id, op.user_id, image, user_info=op.user_info,
+                               quality_control=op.quality_control, liveness_control=op.liveness_control)
+        except AnswerLostError as error:
+            return self._update_answer_lost(op, digest, error)
+        except FaceExistsError as error:  # the one face may still be on another user of the group
+            self._wait_for_removals(op, error)
+            raise
+        self._remember(op, digest, added.face_token)
+        return DONE, added.face_token, added.log_id
+
+    def _add_face(self, op: Operation, image: Image, digest: str | None) -> tuple[str, str | None, int | None]:
         try:
             added = self._call("user_add", op.group_id, op.user_id, image, user_info=op.user_info,
                                quality_control=op.quality_control, liveness_control=op.liveness_control)
@@ -430,14 +459,14 @@ class _Run:
             if token not in faces:
                 self._wait_for_removals(op, error)
                 token = self._landed_under_other_token(op, faces, token, error)
-            self._remember(op.face, digest, token)
+            self._remember(op, digest, token)
             if op.user_info is not None:
                 have = self._user_info(op.group_id, op.user_id)
                 if have != op.user_info:  # changed under us: re-planning sets it without losing a face
                     raise _NotAsWanted(f"{_where(op)} has the face but user_info {have!r}, not {op.user_info!r}; "
                                        "run apply again to plan the change") from error
             return ALREADY, token, error.log_id
-        self._remember(op.face, digest, added.face_token)
+        self._remember(op, digest, added.face_token)
         return DONE, added.face_token, added.log_id
 
     def _update_answer_lost(self, op: Operation, digest: str | None,
@@ -451,7 +480,7 @@ class _Run:
         if landed and op.user_info is not None:
             landed = self._user_info(op.group_id, op.user_id) == op.user_info
         if landed:
-            self._remember(op.face, digest, faces[0])
+            self._remember(op, digest, faces[0])
             return DONE, faces[0], error.log_id
         raise FaceApiError(0, (
             f"user/update of {_where(op)} got no answer in time ({error.error_msg}); it was not sent again, "
@@ -561,14 +590,46 @@ class _Run:
         with self.cache_lock:
             return self.cache.token(digest)
 
-    def _remember(self, face: FaceSource | None, digest: str | None, token: str) -> None:
-        if self.cache is None or digest is None or face is None or face.kind is not ImageKind.FILE:
+    def _intend(self, op: Operation, digest: str | None) -> None:
+        """Before an upload: note it, so that a crash before ``_remember`` leaves a face the next plan can
+        still name (resolve.py adopts it) on a service whose detect answers other tokens."""
+        key = _image_key(op.face, digest)
+        if self.cache is None or key is None or op.user_id is None:
             return
         with self.cache_lock:
             try:
-                self.cache.record_upload(face.path or face.source, digest, token)
+                self.cache.record_pending(key, op.group_id, op.user_id)
+            except Exception:  # a cache that cannot be written costs a detect next time, not the apply
+                log.warning("could not record an upload in the token cache", exc_info=True)
+
+    def _forget(self, op: Operation, digest: str | None) -> None:
+        key = _image_key(op.face, digest)
+        if self.cache is None or key is None or op.user_id is None:
+            return
+        with self.cache_lock:
+            try:
+                self.cache.clear_pending(key, op.group_id, op.user_id)
+            except Exception:
+                log.warning("could not update the token cache", exc_info=True)
+
+    def _remember(self, op: Operation, digest: str | None, token: str) -> None:
+        key = _image_key(op.face, digest)
+        if self.cache is None or key is None or op.face is None:
+            return
+        with self.cache_lock:
+            try:
+                self.cache.record_upload(key, token, op.face.path or op.face.source if digest else None)
+                if op.user_id is not None:
+                    self.cache.clear_pending(key, op.group_id, op.user_id)
             except Exception:  # a cache that cannot be written costs a detect next time, not the apply
                 log.warning("could not record a face_token in the token cache", exc_info=True)
+
+
+def _image_key(face: FaceSource | None, digest: str | None) -> str | None:
+    """How the token cache names an uploaded image: the sha256 of a file's bytes, or a URL."""
+    if face is None or face.kind is ImageKind.FACE_TOKEN:
+        return None
+    return digest if face.kind is ImageKind.FILE else face.source
 
 
 def _unmatched_face(op: Operation, token: str, error: FaceApiError) -> FaceApiError:

@@ -44,6 +44,7 @@ from facesync.commands.options import (
     no_color_option,
     qps_option,
     refresh_options,
+    reupload_option,
     target_option,
     use_color,
     user_option,
@@ -62,6 +63,7 @@ SHOWN_FAILURES = 20
 @target_option
 @click.option("--yes", "-y", "yes", is_flag=True, help="Do not ask for confirmation (for scripts and CI).")
 @click.option("--force", is_flag=True, help="Apply a plan that deletes more than the policy's safe share.")
+@reupload_option
 @qps_option
 @concurrency_option
 @refresh_options
@@ -80,8 +82,8 @@ SHOWN_FAILURES = 20
 @no_color_option
 @metrics.metrics_option("apply", source_param="source")
 @click.pass_context
-def command(ctx: click.Context, source: str, target: str | None, yes: bool, force: bool, qps: float | None,
-            concurrency: int, refresh: str | None, state_file: str | None, audit: int | None,
+def command(ctx: click.Context, source: str, target: str | None, yes: bool, force: bool, reupload: bool,
+            qps: float | None, concurrency: int, refresh: str | None, state_file: str | None, audit: int | None,
             report_path: str | None, groups: tuple[str, ...], users: tuple[str, ...],
             verify: str, lock_timeout: float, break_lock: bool, chdir: str | None, no_color: bool) -> int:
     """Make the library match MANIFEST (asks first), or apply a saved PLAN.json exactly.
@@ -92,8 +94,8 @@ def command(ctx: click.Context, source: str, target: str | None, yes: bool, forc
       facesync apply faceset.yaml --yes --report report.json
       facesync plan faceset.yaml --out plan.json && facesync apply plan.json
     """
-    options = _Options(force=force, yes=yes, concurrency=concurrency, report_path=report_path, verify=verify,
-                       lock_timeout=lock_timeout, break_lock=break_lock, color=use_color(no_color),
+    options = _Options(force=force, reupload=reupload, yes=yes, concurrency=concurrency, report_path=report_path,
+                       verify=verify, lock_timeout=lock_timeout, break_lock=break_lock, color=use_color(no_color),
                        quiet=(ctx.obj or {}).get("verbosity", 0) < 0, chdir=chdir)
     text = _plan_text(source)
     if text is None and chdir:
@@ -166,8 +168,8 @@ def _apply(session: Session, source, options: _Options) -> int:
         if plain and (total["seen"] % every == 0 or total["seen"] == total["n"]):
             click.echo(f"apply: {total['seen']}/{total['n']} operations ({total['failed']} failed)", err=True)
 
-    result = session.apply(source, force=options.force, verify=options.verify, lock_timeout=options.lock_timeout,
-                           break_lock=options.break_lock, on_plan=show,
+    result = session.apply(source, force=options.force, reupload=options.reupload, verify=options.verify,
+                           lock_timeout=options.lock_timeout, break_lock=options.break_lock, on_plan=show,
                            confirm=None if source is None else _confirm(options), on_result=on_result,
                            report=options.report_path)
     if result.plan is None or result.plan.empty:

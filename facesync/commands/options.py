@@ -29,6 +29,13 @@ no_color_option = click.option(
 )
 
 
+reupload_option = click.option(
+    "--reupload", is_flag=True,
+    help="On a service whose detect gives other face_tokens than it stores: replace the faces facesync cannot "
+         "match by deleting them and re-adding the manifest's images.",
+)
+
+
 def refresh_options(command):
     """``--refresh``, ``--state`` and ``--audit``: how the library is read (see facesync/incremental.py)."""
     command = click.option(

@@ -23,6 +23,7 @@ from facesync.commands.options import (
     no_color_option,
     qps_option,
     refresh_options,
+    reupload_option,
     target_option,
     use_color,
     user_option,
@@ -59,6 +60,7 @@ def exit_code(plan: Plan, detailed: bool) -> int:
 @qps_option
 @concurrency_option
 @refresh_options
+@reupload_option
 @no_color_option
 @metrics.metrics_option("plan", source_param="manifest_path")
 @click.option("--check-faces", is_flag=True,
@@ -66,8 +68,8 @@ def exit_code(plan: Plan, detailed: bool) -> int:
 @click.option("--strict", is_flag=True, help="With --check-faces: a face problem stops the plan.")
 def command(manifest_path: str, target: str | None, fmt: str, out: str | None, detailed_exitcode: bool,
             live_path: str | None, groups: tuple[str, ...], users: tuple[str, ...], qps: float | None,
-            concurrency: int, refresh: str | None, state_file: str | None, audit: int | None, no_color: bool,
-            check_faces: bool, strict: bool) -> int:
+            concurrency: int, refresh: str | None, state_file: str | None, audit: int | None, reupload: bool,
+            no_color: bool, check_faces: bool, strict: bool) -> int:
     """Show the calls that would make the library match MANIFEST. Changes nothing.
 
     \b
@@ -92,12 +94,12 @@ def command(manifest_path: str, target: str | None, fmt: str, out: str | None, d
             raise ConfigError("--refresh, --state and --audit do not go with --live",
                               hint="a plan against a snapshot reads no library: the snapshot is its live state")
         with Session.offline(live_path) as session:
-            plan = session.plan(manifest_path, groups=groups, users=users, qps=qps)
+            plan = session.plan(manifest_path, groups=groups, users=users, qps=qps, reupload=reupload)
     else:
         with Session.for_manifest(manifest_path, target, groups=groups, users=users, qps=qps,
                                   concurrency=concurrency, if_missing="empty", refresh=refresh, state=state_file,
                                   audit=audit) as session:
-            plan = session.plan()
+            plan = session.plan(reupload=reupload)
     metrics.observe_plan(plan)
     text = render(plan, fmt, color=use_color(no_color))
     click.echo(text, nl=not text.endswith("\n"))

@@ -25,6 +25,7 @@ from facesync.manifest.loader import format_path
 from facesync.model import (
     LOCK_GROUP_PREFIX,
     OWN_GROUP_PREFIX,
+    PROBE_GROUP_PREFIX,
     STAGE_GROUP_PREFIX,
     DesiredImage,
     Origin,
@@ -72,7 +73,8 @@ def group_id_problems(group_id: str, origin: Origin, path: str) -> list[Diagnost
     if is_own_group(group_id):
         return [error(origin, path, f"group_id {group_id!r} is reserved for facesync's own groups",
                       f"ids starting with '{OWN_GROUP_PREFIX}' (the apply lock's '{LOCK_GROUP_PREFIX}...', the"
-                      f" staging groups' '{STAGE_GROUP_PREFIX}...') are reserved: choose another name")]
+                      f" staging groups' '{STAGE_GROUP_PREFIX}...', apply's probe '{PROBE_GROUP_PREFIX}...') are"
+                      " reserved: choose another name")]
     return []
 
 

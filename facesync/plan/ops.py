@@ -159,6 +159,12 @@ class Plan:
     # what an incremental refresh trusted (users_read, users_from_state, audited, oldest_verified_at);
     # None after a full refresh or from a snapshot. ``live_source`` says the same in words.
     refresh: Mapping[str, object] | None = None
+    # (group_id, user_id) of each user whose faces the plan replaces although the manifest's images for it
+    # have tokens only ``detect`` answered: where detect and user/add disagree, those are the same pictures
+    # (plan/matching.py). ``reupload``: replacing them was asked for (``--reupload``); else apply checks
+    # the service before its first write.
+    replaced_by_detect: tuple[tuple[str, str], ...] = ()
+    reupload: bool = False
 
     @property
     def calls(self) -> int:

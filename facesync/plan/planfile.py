@@ -162,6 +162,10 @@ def to_document(plan: Plan) -> dict:
         "protected_groups": list(plan.protected_groups),
         "face_names": dict(sorted(plan.face_names.items())),
         **({"refresh": dict(plan.refresh)} if plan.refresh is not None else {}),
+        **({"replaced_by_detect": {
+            "users": [{"group_id": group_id, "user_id": user_id} for group_id, user_id in plan.replaced_by_detect],
+            "reupload": plan.reupload,
+        }} if plan.replaced_by_detect else {}),
         "operations": [_operation(index, op) for index, op in enumerate(plan.operations)],
     }
     document["checksum"] = checksum(document)
@@ -264,6 +268,9 @@ def from_document(document: dict) -> Plan:
         commit=document["commit"] or "",
         face_names=dict(document["face_names"]),
         refresh=document.get("refresh"),
+        replaced_by_detect=tuple((user["group_id"], user["user_id"])
+                                 for user in document.get("replaced_by_detect", {}).get("users", ())),
+        reupload=document.get("replaced_by_detect", {}).get("reupload", False),
     )
 
 

@@ -27,6 +27,10 @@ Set algebra over face_tokens, one pass over the faces, no I/O. Choices where the
   of the manifest is to get by face_token, the user is first copied into a staging group
   (``model.stage_group_id``: created, and deleted once every re-add is done), whose copy keeps those
   tokens alive. Those three calls count in the cost rule.
+- A user that gains a photo whose token only ``detect`` answered (``DesiredImage.detected``) while losing
+  faces it could not match is named in ``Plan.replaced_by_detect``: where detect and user/add disagree,
+  those may be the same pictures (plan/matching.py). With ``reupload`` such a user is replaced by the
+  update form, since an add first would meet the face it replaces.
 - ``user/copy`` replaces the adds of a user that is new in a group when the same user_id has, in
   another managed group, the same images (matched by face_token, file sha256 or source), user_info and
   controls, at least two images (one image: an add costs the same and waits on nothing), and that
@@ -111,9 +115,11 @@ class _Builder:
     """Accumulates operations in their final order; indexes of creates and writes are known on append,
     and nothing waits on a copy or a delete, so ``after`` is always final when an operation is made."""
 
-    def __init__(self, desired: Desired, live: Live, stages: frozenset[str] = frozenset()):
+    def __init__(self, desired: Desired, live: Live, stages: frozenset[str] = frozenset(), reupload: bool = False):
         self.desired = desired
         self.live = live
+        self.reupload = reupload
+        self.replaced_by_detect: list[tuple[str, str]] = []  # see plan/matching.py
         self.stages = stages  # staging groups to create first (found by an earlier pass)
         self.stages_needed: set[str] = set()
         self.stage_after: dict[str, list[int]] = {}  # staging group -> the writes its delete waits for
@@ -336,6 +342,11 @@ class _Builder:
             incremental += _STAGE_CALLS
         # the update's one face cannot be a face that another user holds until the plan removes it there
         updatable = bool(readd) or any(image.face_token not in moving_in for image in new)
+        if extra_set and any(image.detected for image in new):
+            # its unmatched faces may be these very pictures, stored under other tokens (plan/matching.py)
+            self.replaced_by_detect.append((gid, uid))
+            if self.reupload and group.prune and updatable:
+                incremental = None  # adds first would meet the faces they replace (223105): update, re-add
         if incremental is not None and (incremental <= update_cost or not updatable):
             send_info = info if info is not None else (self.kept_info(live_user) if new else None)
             # the staging copy goes before any face moves in: two copies in the staging group never share one
@@ -687,11 +698,11 @@ def _image_key(image: DesiredImage, by_sha: dict[str, str], by_source: dict[str,
     return by_source.get(where) or (image.kind.value, where)
 
 
-def _build(desired: Desired, live: Live) -> _Builder:
-    builder = _Builder(desired, live)
+def _build(desired: Desired, live: Live, reupload: bool = False) -> _Builder:
+    builder = _Builder(desired, live, reupload=reupload)
     builder.run()
     if builder.stages_needed:  # a second pass creates them first, so every index stays final on append
-        builder = _Builder(desired, live, frozenset(builder.stages_needed))
+        builder = _Builder(desired, live, frozenset(builder.stages_needed), reupload)
         builder.run()
     return builder
 
@@ -702,14 +713,16 @@ def user_info_to_read(desired: Desired, live: Live) -> frozenset[str]:
 
 
 def make_plan(desired: Desired, live: Live, *, target: str | None = None, qps: float | None = None,
-              created_at: str | None = None, force: bool = False) -> Plan:
+              created_at: str | None = None, force: bool = False, reupload: bool = False) -> Plan:
     """The cheapest ordered operations that make ``live`` equal to ``desired`` within its scope.
 
     Pure: reads the clock only when ``created_at`` is None. ``force`` is recorded in the plan's safety
-    (reasons are still listed); ``qps`` is the rate the time estimate assumes. ``ValueError`` when
-    ``live`` lacks a fact the plan needs (faces, or a user_info to keep: see ``user_info_to_read``).
+    (reasons are still listed); ``qps`` is the rate the time estimate assumes. ``reupload``: the users
+    whose faces are replaced on detected tokens alone (``Plan.replaced_by_detect``) are replaced by the
+    update form, so that no add meets the face it replaces. ``ValueError`` when ``live`` lacks a fact the
+    plan needs (faces, or a user_info to keep: see ``user_info_to_read``).
     """
-    builder = _build(desired, live)
+    builder = _build(desired, live, reupload)
     if builder.unread_info:
         shown = ", ".join(sorted(builder.unread_info)[:5])
         raise ValueError(f"user_info of {len(builder.unread_info)} user(s) that the plan adds faces to was not "
@@ -724,6 +737,8 @@ def make_plan(desired: Desired, live: Live, *, target: str | None = None, qps: f
         notes=tuple(builder.notes),
         qps=qps,
         protected_groups=tuple(sorted(desired.policy.protected_groups)),
+        replaced_by_detect=tuple(sorted(builder.replaced_by_detect)),
+        reupload=reupload and bool(builder.replaced_by_detect),
     )
 
 

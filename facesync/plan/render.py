@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from facesync import logs
 from facesync.model import ImageKind, is_stage_group
 from facesync.plan.effects import UserEffect, face_key, structure, user_effect
+from facesync.plan.matching import describe_users
 from facesync.plan.ops import FaceSource, Operation, OpKind, Plan
 from facesync.plan.planfile import dump_plan
 
@@ -316,6 +317,17 @@ def _warnings(plan: Plan) -> list[str]:
         tail = ("--force given: apply will run it anyway." if plan.safety.forced
                 else "apply refuses it unless --force is given.")
         out.append(f"Warning: unsafe plan: {reason}. {tail}")
+    if plan.replaced_by_detect:
+        named = describe_users(plan.replaced_by_detect)
+        if plan.reupload:
+            out.append(f"Warning: --reupload: the faces of {named} are deleted and re-added from the manifest's "
+                       "images: this service's detect gives other face_tokens than it stores, so facesync cannot "
+                       "tell whether they are the same pictures.")
+        else:
+            out.append(f"Warning: the faces of {named} are replaced: the face_tokens detect gave their images match "
+                       "none of their faces. If this service's detect and user/add give an image different tokens, "
+                       "these may be the same pictures: apply checks that first, with one upload to a scratch group "
+                       "(facesync doctor checks it too), and stops if so.")
     return out
 
 
