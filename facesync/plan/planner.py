@@ -91,7 +91,8 @@ _NO_IMAGES = "user has no images in manifest"
 _STAGE = "keeps faces known only by face_token alive during the update"
 _STAGE_GROUP = "staging group for this apply"
 _STAGE_CALLS = 3  # create the staging group, copy the user into it, delete it
-_STAGE_MOVE = "keeps faces that move to another user by face_token alive until they are added there"
+# the reason of a staging copy made for a move (tests recognise such copies by it)
+STAGE_MOVE = "keeps faces that move to another user by face_token alive until they are added there"
 
 
 class _State(IntEnum):
@@ -283,7 +284,7 @@ class _Builder:
         moving = self.moves.losses.get((gid, live_user.user_id), frozenset())
         after: tuple[int, ...] = ()
         if any((gid, token) in self.moves.by_token for token in moving):
-            after = (self.stage_copy(gid, live_user.user_id, self.group_after(gid), (expect,), _STAGE_MOVE),)
+            after = (self.stage_copy(gid, live_user.user_id, self.group_after(gid), (expect,), STAGE_MOVE),)
         op = Operation(OpKind.DELETE_USER, gid, live_user.user_id, after=after, expects=(expect,), reason=reason)
         self.user_deletes.append(op)
         self.removes_for_move(op, gid, moving)
@@ -350,7 +351,7 @@ class _Builder:
         if incremental is not None and (incremental <= update_cost or not updatable):
             send_info = info if info is not None else (self.kept_info(live_user) if new else None)
             # the staging copy goes before any face moves in: two copies in the staging group never share one
-            copy = (self.stage_copy(gid, uid, after, expects, _STAGE_MOVE),) if stage_moves else ()
+            copy = (self.stage_copy(gid, uid, after, expects, STAGE_MOVE),) if stage_moves else ()
             adds, own_adds = [], []  # own: not moving in from another user, so never waiting on one
             for image in new:
                 moving = image.face_token in moving_in
