@@ -47,7 +47,15 @@ from facesync.model import Desired, Live, LiveGroup, LiveUser, is_own_group
 from facesync.plan.effects import user_effect
 from facesync.plan.ops import OpKind, Plan
 from facesync.plan.planner import make_plan, user_info_to_read
-from facesync.refresh import Scope, _users_of, listed_group_ids, read_faces, read_memberships, scope_of
+from facesync.refresh import (
+    Scope,
+    _users_of,
+    listed_group_ids,
+    read_faces,
+    read_memberships,
+    scope_of,
+    users_giving_tokens,
+)
 from facesync.resolve import ResolveStats, resolve_images
 from facesync.snapshot import age_text
 from facesync.state import Known, State, Subject, default_path, entry_digests, load_state, record
@@ -144,6 +152,7 @@ class _Reader:
     def __init__(self, library: FaceLibrary, desired: Desired, state: State, pool: ThreadPoolExecutor, bar,
                  clock: Callable[[], float], concurrency: int):
         self.library, self.state, self.pool, self.bar, self.clock = library, state, pool, bar, clock
+        self.desired = desired
         self.listing = read_listing(library, desired, concurrency=concurrency, clock=clock)
         self.scope = scope_of(desired)
         self.entries = entry_digests(desired)
@@ -151,11 +160,17 @@ class _Reader:
         self.audited: set[str] = set()
 
     def first_reads(self, audit: int | None) -> None:
-        """The users the state cannot answer for, and the audit."""
+        """The users the state cannot answer for, and the audit; then, as a full refresh does, the users
+        only to be deleted that may give a face named by face_token to another (``users_giving_tokens``)."""
         chosen = _unknown_or_changed(self.listing, self.scope, self.entries, self.state)
         budget = default_audit(_count_named(self.listing, self.scope)) if audit is None else audit
         self.audited = _audit(self.listing, self.scope, self.state, chosen, budget)
         self.read_users(chosen | self.audited)
+        faces = {(gid, uid): user.face_tokens for gid, group in self.live().groups.items()
+                 for uid, user in group.users.items()}
+        giving = users_giving_tokens(self.desired, self.listing.members, faces)
+        if giving:
+            self.read_users(set(), faces=giving)
 
     def read_users(self, user_ids: set[str], faces: Iterable[Subject] = (), infos: Iterable[str] = ()) -> None:
         """Faces of ``user_ids`` wherever the manifest names them (and of ``faces``), user_info of those

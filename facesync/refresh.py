@@ -11,8 +11,11 @@ A third, small wave belongs to planning rather than reading: ``read_user_info`` 
 the users a plan would add faces to although the manifest does not manage their user_info (the add must
 send it back; see ``planner.user_info_to_read``). An in-sync library needs none of these calls.
 
-Users that are only to be deleted get no face list (``face_tokens`` None); groups the manifest does not
-name are not read (their ids come with group/getlist, enough for ``delete_unlisted_groups``).
+Users that are only to be deleted get no face list (``face_tokens`` None), but for one case, read in a
+third small wave (``users_giving_tokens``): in a pruned group where the manifest names a face by
+face_token that none of the group's named users holds, a user only to be deleted may hold it. That is a
+move (an exported manifest with a user renamed) the planner must see, to keep the token usable with a
+staging copy while the face changes user. Groups the manifest does not name are not read (their ids come with group/getlist, enough for ``delete_unlisted_groups``).
 
 Races with other writers are answered as the library now is: a group gone between getlist and getusers
 is absent; a user listed by getusers but gone by face/getlist (223103) is absent from that group, and
@@ -30,7 +33,7 @@ from dataclasses import dataclass, replace
 from facesync import progress as progress_bars
 from facesync.api.errors import GroupNotFoundError, UserNotFoundError
 from facesync.api.protocol import ALL_GROUPS, FaceLibrary, iter_group_ids, iter_user_ids
-from facesync.model import Desired, Live, LiveGroup, LiveUser, is_lock_group
+from facesync.model import Desired, ImageKind, Live, LiveGroup, LiveUser, is_lock_group
 from facesync.words import counted
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,14 @@ def refresh(library: FaceLibrary, desired: Desired, *, concurrency: int = 8,
         faces = _run(pool, face_calls, bar)
         infos = _run(pool, info_calls, bar)
 
+        leaving = {
+            (group_id, user_id): (lambda g=group_id, u=user_id: read_faces(library, g, u))
+            for group_id, user_id in users_giving_tokens(desired, members, faces)
+        }
+        bar.add_total(len(leaving))
+        faces.update(_run(pool, leaving, bar))
+        face_calls.update(leaving)
+
     groups = {
         group_id: LiveGroup(group_id, _live_users(group_id, users, faces, infos))
         for group_id, users in members.items()
@@ -96,6 +107,27 @@ def refresh(library: FaceLibrary, desired: Desired, *, concurrency: int = 8,
              counted(calls, "call"))
     return Live(group_ids=group_ids, groups=groups, identity=library.identity, fetched_at=time.time(),
                 source="refresh")
+
+
+def users_giving_tokens(desired: Desired, members: dict[str, list[str]],
+                        faces: dict[tuple[str, str], tuple[str, ...] | None]) -> list[tuple[str, str]]:
+    """(group, user) of the live users only to be deleted in pruned groups where the manifest names a face
+    by a face_token that no named user of the group holds (``faces``: what was read of the named ones)."""
+    found = []
+    for group in desired.groups:
+        users = members.get(group.group_id)
+        if users is None or not group.prune or group.scope_users is not None:
+            continue
+        by_token = {image.face_token for user in group.users for image in user.images
+                    if image.kind is ImageKind.FACE_TOKEN}
+        if not by_token:
+            continue
+        named = {user.user_id for user in group.users}
+        held = {token for user_id in named for token in faces.get((group.group_id, user_id)) or ()}
+        if by_token <= held:
+            continue
+        found += [(group.group_id, user_id) for user_id in users if user_id not in named]
+    return found
 
 
 def listed_group_ids(library: FaceLibrary) -> tuple[str, ...]:

@@ -595,6 +595,34 @@ def test_a_renamed_user_takes_its_photos_in_one_apply(library, tmp_path):
                                       "bob": ((token_of(3),), "b")}})
 
 
+@pytest.mark.parametrize("refresh", ["full", "incremental"])
+def test_a_user_renamed_in_an_exported_manifest_takes_its_faces_by_token_in_one_apply(library, tmp_path, refresh):
+    """Faces named only by face_token: a user only to be deleted is read in a group that names faces so,
+    so the plan sees the move, and a staging copy keeps the tokens usable while the face changes user."""
+    from facesync.session import Session
+
+    seed_library(library, {"g": {"alice": ([1, 2], "a"), "bob": ([3], "b")}})
+    state = str(tmp_path / "state.json")
+    before = Desired(groups=(DesiredGroup("g", (
+        DesiredUser("alice", (face_token_image(1), face_token_image(2)), "a"),
+        DesiredUser("bob", (face_token_image(3),), "b"),
+    )),))
+    renamed = Desired(groups=(DesiredGroup("g", (
+        DesiredUser("alicia", (face_token_image(1), face_token_image(2)), "a"),
+        DesiredUser("bob", (face_token_image(3),), "b"),
+    )),))
+    with Session(library, cache=tokens_of(library), refresh=refresh, state=state, progress=False) as session:
+        assert session.plan(before).empty  # the state learns alice's faces
+        plan = session.plan(renamed, force=True)
+        assert (OpKind.COPY_USER, "_facesync_stage_g") in [(op.kind, op.group_id) for op in plan.operations]
+        result = session.apply(plan, force=True, verify="full")
+        assert result.ok, (result.failures, result.problems, result.stopped)
+        assert snapshot(library, ["g"]) == {"g": {"alicia": (tuple(sorted([token_of(1), token_of(2)])), "a"),
+                                                  "bob": ((token_of(3),), "b")}}
+        assert set(library.group_getlist(0, 1000).ids) == {"g"}  # no staging group left behind
+        assert session.plan(renamed).empty
+
+
 def test_photos_stored_under_tokens_detect_does_not_answer_are_uploaded_again_keeping_user_info(
         library, tmp_path, unknowns):
     library.group_add("g")

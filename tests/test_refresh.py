@@ -14,11 +14,11 @@ from facesync.refresh import refresh
 from tests.support import images
 from tests.support.server import API_KEY, SECRET_KEY
 
-TOKEN = DesiredImage(ImageKind.FACE_TOKEN, "0" * 32, face_token="0" * 32)
+PHOTO = DesiredImage(ImageKind.FILE, "face.png", "/m/face.png")
 
 
 def user(user_id: str, user_info: str | None = None) -> DesiredUser:
-    return DesiredUser(user_id, (TOKEN,), user_info=user_info)
+    return DesiredUser(user_id, (PHOTO,), user_info=user_info)
 
 
 def add(lib: LocalLibrary, group_id: str, user_id: str, seed: int, user_info: str | None = None) -> str:
@@ -98,6 +98,24 @@ def test_every_page_is_read_once(tmp_path, serve):
                                           "faceset/face/getlist": 1}
     assert len(live.groups["crowd"].users) == 1000
     client.close()
+
+
+def test_users_only_to_be_deleted_are_read_where_a_face_named_by_token_has_no_named_holder(library):
+    tokens = build(library)
+    by_token = lambda *names: tuple(DesiredImage(ImageKind.FACE_TOKEN, tokens[n], face_token=tokens[n])
+                                    for n in names)
+    in_sync = Desired(groups=(DesiredGroup("staff", (DesiredUser("alice", by_token("alice", "alice2")),
+                                                     DesiredUser("bob", by_token("bob")))),))
+    assert refresh(library, in_sync).groups["staff"].users["carol"].face_tokens is None
+    renamed = Desired(groups=(DesiredGroup("staff", (DesiredUser("alicia", by_token("alice", "alice2")),
+                                                     DesiredUser("bob", by_token("bob")))),
+                              DesiredGroup("visitors", (DesiredUser("alice", by_token("alice_v")),))))
+    live = refresh(library, renamed)
+    staff = live.groups["staff"].users
+    assert sorted(staff["alice"].face_tokens) == sorted([tokens["alice"], tokens["alice2"]])  # the move's source
+    assert staff["carol"].face_tokens == (tokens["carol"],)
+    unpruned = Desired(groups=(replace(renamed.groups[0], prune=False),))
+    assert refresh(library, unpruned).groups["staff"].users["carol"].face_tokens is None  # kept: no move
 
 
 def test_unlisted_groups_are_only_named(library):
