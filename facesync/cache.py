@@ -170,13 +170,17 @@ class TokenCache:
     def record_url(self, url: str, face_token: str) -> None:
         self._store.write("INSERT OR REPLACE INTO urls (url, face_token) VALUES (?, ?)", (url, face_token))
 
-    def record_detected(self, image: str, face_token: str) -> None:
-        """What ``detect`` answered for an image (its sha256, or its URL); it is also the image's token
-        until an upload's answer replaces it."""
+    def record_image(self, image: str, face_token: str) -> None:
+        """The token of an image named by its content sha256 or by its URL."""
         if "://" in image:
             self.record_url(image, face_token)
         else:
             self.record(image, face_token)
+
+    def record_detected(self, image: str, face_token: str) -> None:
+        """What ``detect`` answered for an image (its sha256, or its URL); it is also the image's token
+        until an upload's answer replaces it."""
+        self.record_image(image, face_token)
         self._store.write("INSERT OR REPLACE INTO detected (image, face_token) VALUES (?, ?)", (image, face_token))
 
     def only_detected(self, image: str, face_token: str) -> bool:
@@ -252,10 +256,7 @@ class TokenCache:
         detected = self._store.one("SELECT face_token FROM detected WHERE image = ?", (image,))
         if detected is not None and self.detect_agreement() is None:
             self.record_detect_agreement(DetectAgreement.of(detected == face_token), "an upload's answer")
-        if "://" in image:
-            self.record_url(image, face_token)
-            return
-        self.record(image, face_token)
+        self.record_image(image, face_token)
         if path is None:
             return
         try:

@@ -126,7 +126,7 @@ def adopt_pending(desired: Desired, live: Live, cache: TokenCache) -> Desired:
                 settled.append((group.group_id, user.user_id))
     for key, token in adopted.items():
         log.info("the face %s is the upload of %s whose answer was not recorded", token, key)
-        (cache.record_url if "://" in key else cache.record)(key, token)
+        cache.record_image(key, token)
     for group_id, user_id in settled:
         for key in noted[(group_id, user_id)]:
             cache.clear_pending(key, group_id, user_id)

@@ -431,7 +431,8 @@ class _Run:
                     self._forget(op, digest)
                 raise
 
-    def _update_user(self, op: Operation, image: Image, digest: str | None) -> tuple[str, str | None, int | None]:
+    def _update_user(self, op: Operation, image: Image,
+                     digest: str | None) -> tuple[str, str | None, int | None]:
         try:
             added = self._call("user_update", op.group_id, op.user_id, image, user_info=op.user_info,
                                quality_control=op.quality_control, liveness_control=op.liveness_control)
@@ -443,7 +444,8 @@ class _Run:
         self._remember(op, digest, added.face_token)
         return DONE, added.face_token, added.log_id
 
-    def _add_face(self, op: Operation, image: Image, digest: str | None) -> tuple[str, str | None, int | None]:
+    def _add_face(self, op: Operation, image: Image,
+                  digest: str | None) -> tuple[str, str | None, int | None]:
         try:
             added = self._call("user_add", op.group_id, op.user_id, image, user_info=op.user_info,
                                quality_control=op.quality_control, liveness_control=op.liveness_control)

@@ -76,9 +76,9 @@ def describe_users(users: tuple[tuple[str, str], ...]) -> str:
 def unmatched_faces_error(users: tuple[tuple[str, str], ...], seen: str, cache_path: str) -> UnmatchedFacesError:
     """The refusal: which users, why their faces look replaced, and what the user can do."""
     return UnmatchedFacesError(
-        f"facesync cannot match the manifest's images to the faces of {describe_users(users)}: on this service detect gives an image another face_token than the one user/add "
-        f"stored for it (seen {seen}), so the plan would delete their faces and re-add what are probably the "
-        "same pictures",
+        f"facesync cannot match the manifest's images to the faces of {describe_users(users)}: on this "
+        "service detect gives an image another face_token than the one user/add stored for it "
+        f"(seen {seen}), so the plan would delete their faces and re-add what are probably the same pictures",
         hint="facesync learns stored tokens from its own uploads and keeps them in its token cache "
              f"({cache_path}); these faces were not uploaded through it (another machine, a cleared cache, "
              "another tool). To replace them once from the manifest's images, plan or apply with --reupload; "
