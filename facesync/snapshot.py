@@ -3,7 +3,8 @@ forks, which have no credentials.
 
 ``take_snapshot`` reads what a plan of the manifest reads (``refresh``) and resolves the manifest's
 images the way a plan does (token cache, then ``detect``); the file keeps that Live and the token map
-(content sha256 → face_token, URL → face_token). Without a manifest it reads the whole library (every
+(content sha256 → face_token, URL → face_token), with the images whose token only ``detect`` answered, so
+an offline plan names the users it would replace on them as an online plan does (plan/matching.py). Without a manifest it reads the whole library (every
 group, user, user_info and face) and keeps no token map. The format is ``schemas/snapshot.schema.json``
 (``format_version`` 1); ``load_snapshot`` refuses, with ``SnapshotError`` naming the place, anything
 else.
@@ -38,7 +39,7 @@ from pathlib import Path
 from facesync import __version__
 from facesync import progress as progress_bars
 from facesync.api.protocol import FaceLibrary
-from facesync.cache import TokenCache
+from facesync.cache import DetectAgreement, TokenCache
 from facesync.clock import utc_epoch, utc_now
 from facesync.errors import FacesyncError
 from facesync.export import ExportedUser, read_library
@@ -81,6 +82,7 @@ class Snapshot:
     url_tokens: dict[str, str] = field(default_factory=dict)
     scope: str = SCOPE_MANIFEST
     manifest_digest: str = ""
+    detected: frozenset[str] = frozenset()  # images (sha256 or URL) whose token only detect answered
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ def take_snapshot(library: FaceLibrary, desired: Desired | None, cache: TokenCac
     live = read_user_info(library, live, user_info_to_read(resolved, live), concurrency=concurrency)
     tokens: dict[str, str] = {}
     url_tokens: dict[str, str] = {}
+    detected: set[str] = set()
     for image in _images(resolved):
         if image.face_token is None:
             continue
@@ -118,7 +121,12 @@ def take_snapshot(library: FaceLibrary, desired: Desired | None, cache: TokenCac
             tokens[image.sha256] = image.face_token
         elif image.kind is ImageKind.URL:
             url_tokens[image.source] = image.face_token
-    return Snapshot(live, tokens, taken_at, library.identity, url_tokens, SCOPE_MANIFEST, desired.digest)
+        else:
+            continue
+        if image.detected:
+            detected.add(image.sha256 if image.kind is ImageKind.FILE else image.source)
+    return Snapshot(live, tokens, taken_at, library.identity, url_tokens, SCOPE_MANIFEST, desired.digest,
+                    frozenset(detected))
 
 
 def _read_whole(library: FaceLibrary, *, concurrency: int, progress: bool | None) -> Live:
@@ -159,6 +167,7 @@ def to_document(snapshot: Snapshot) -> dict:
         ],
         "tokens": dict(sorted(snapshot.tokens.items())),
         "url_tokens": dict(sorted(snapshot.url_tokens.items())),
+        **({"detected": sorted(snapshot.detected)} if snapshot.detected else {}),
     }
     if snapshot.manifest_digest:
         document["manifest_digest"] = snapshot.manifest_digest
@@ -236,7 +245,8 @@ def from_document(document: dict, name: str = "the snapshot") -> Snapshot:
     live = Live(group_ids, groups, identity=document["target"], fetched_at=utc_epoch(taken_at),
                 source=f"snapshot {name}")
     return Snapshot(live, dict(document["tokens"]), taken_at, document["target"],
-                    dict(document.get("url_tokens", {})), document["scope"], document.get("manifest_digest", ""))
+                    dict(document.get("url_tokens", {})), document["scope"], document.get("manifest_digest", ""),
+                    frozenset(document.get("detected", ())))
 
 
 def age_text(seconds: float) -> str:
@@ -337,6 +347,13 @@ class _SnapshotTokens:
         return self.snapshot.tokens.get(sha256) or (self.cache.token(sha256) if self.cache else None)
 
     def only_detected(self, image: str, face_token: str) -> bool:
+        """Whether the token the snapshot (or else the cache) gives was only detected; never once the cache
+        knows that detect and user/add agree."""
+        if self.cache is not None and self.cache.detect_agreement() is DetectAgreement.EQUAL:
+            return False
+        known = self.snapshot.url_tokens.get(image) if "://" in image else self.snapshot.tokens.get(image)
+        if known == face_token:
+            return image in self.snapshot.detected
         return self.cache.only_detected(image, face_token) if self.cache else False
 
 

@@ -21,6 +21,7 @@ from facesync.model import PROBE_GROUP_PREFIX, is_own_group
 from facesync.plan.planfile import dump_plan
 from facesync.plan.render import render_markdown, render_text
 from facesync.session import SavedPlan, Session
+from facesync.snapshot import write_snapshot
 from tests.support.cli import run_facesync
 from tests.support.images import png
 
@@ -232,3 +233,23 @@ def test_two_unrecorded_faces_of_one_user_are_not_guessed(world, tmp_path):
         plan = session.plan(manifest)  # which face is which photo? the plan does not pretend to know
         assert plan.replaced_by_detect == (("staff", "alice"),)
         assert len(cache.pending()) == 2
+
+
+def test_a_snapshot_keeps_which_tokens_were_only_detected_so_offline_plans_name_the_users(
+        world, tmp_path, monkeypatch):
+    manifest, db = world(HARSH)
+    monkeypatch.setenv("FACESYNC_CACHE_DIR", str(tmp_path / "ci-cache"))
+    snapshot_file = str(tmp_path / "live.json")
+    with LocalLibrary(db, unknowns=HARSH) as library, Session(library, progress=False) as session:
+        write_snapshot(session.snapshot(manifest), snapshot_file)
+    assert len(json.loads((tmp_path / "live.json").read_text())["detected"]) == 3  # photos 1, 2 and 3
+    monkeypatch.setenv("FACESYNC_CACHE_DIR", str(tmp_path / "fork-cache"))  # a fork's runner: no cache
+    with Session.offline(snapshot_file) as offline:
+        plan = offline.plan(manifest, force=True)
+    assert plan.replaced_by_detect == (("staff", "alice"), ("staff", "bob"))
+    monkeypatch.setenv("FACESYNC_CACHE_DIR", str(tmp_path / "ci-cache"))
+    with LocalLibrary(db, unknowns=HARSH) as library, Session(library, progress=False) as session:
+        before = faces_of(library)
+        with pytest.raises(UnmatchedFacesError, match="seen by apply's probe"):
+            session.apply(SavedPlan(plan), force=True)
+        assert faces_of(library) == before
