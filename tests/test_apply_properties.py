@@ -178,3 +178,69 @@ def test_faces_moving_and_swapping_between_users_converge_in_one_apply(scenario,
             assert library.consistency_problems() == []
         finally:
             library.close()
+
+
+@st.composite
+def drifted(draw):
+    """A live library and a manifest of its managed groups, each user kept, given a photo, its photos
+    replaced, dropped, or joined by a new user: most users exist, as in a library managed for a while."""
+    live = draw(live_libraries)
+    groups = {}
+    for group_id in MANAGED:
+        users = {}
+        for user_id, (faces, info) in live.get(group_id, {}).items():
+            change = draw(st.sampled_from(["keep", "gain", "replace", "drop"]))
+            if change == "gain":
+                faces = faces | {draw(st.sampled_from(SEEDS))}
+            elif change == "replace":
+                faces = draw(seeds)
+            if change != "drop":
+                users[user_id] = (faces, draw(st.sampled_from([None, info or None, "z"])))
+        users.update(draw(st.dictionaries(st.sampled_from(USERS), st.tuples(seeds, st.just(None)), max_size=1)))
+        if users or draw(st.booleans()):
+            groups[group_id] = (users, True)
+    return live, groups or {"a": ({"u0": ({0}, None)}, True)}
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(world=drifted(), concurrency=st.integers(min_value=1, max_value=6))
+def test_a_machine_without_the_token_cache_refuses_or_converges_and_never_loses_a_face(world, concurrency, unknowns):
+    """The library was built elsewhere; this machine's token cache is empty, so every photo of an existing
+    user is known to it only by detect. Lenient: detect answers the stored tokens, one apply converges.
+    Harsh: an apply that would replace faces it cannot match first checks the service, then refuses
+    with the library untouched; with --reupload it converges, and the next plan is empty."""
+    from facesync.cache import TokenCache
+    from facesync.errors import UnmatchedFacesError
+    from facesync.session import Session
+
+    live, groups = world
+    if unknowns == "harsh":
+        live, groups = own_faces(live), {g: (own_faces({g: users})[g], prune) for g, (users, prune) in groups.items()}
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        library = LocalLibrary(str(folder / "lib.db"), unknowns=unknowns)
+        try:
+            seed_library(library, {g: {u: (sorted(faces), info) for u, (faces, info) in users.items()}
+                                   for g, users in live.items()})
+            desired = build_desired(folder, groups, False)
+            before = snapshot(library, GROUPS)
+            with Session(library, cache=TokenCache.in_memory(), concurrency=concurrency, progress=False) as session:
+                try:
+                    result = session.apply(desired, force=True)
+                except UnmatchedFacesError:
+                    assert unknowns == "harsh"
+                    assert snapshot(library, GROUPS) == before
+                    assert set(library.group_getlist(0, 1000).ids) == set(live)  # the probe's group is gone
+                    result = session.apply(desired, force=True, reupload=True)
+                assert result.ok, (result.failures, result.problems, result.stopped)
+                actual = snapshot(library, sorted(groups))
+                expected = expected_view(live, groups)
+                for group_id, users in expected.items():
+                    for user_id, (_faces, info) in users.items():
+                        if info is None and user_id in actual.get(group_id, {}):
+                            actual[group_id][user_id] = (actual[group_id][user_id][0], None)
+                assert actual == expected
+                assert session.plan(desired).empty
+        finally:
+            library.close()
