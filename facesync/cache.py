@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from facesync.clock import utc_now
+from facesync.model import ImageKind
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -73,6 +74,14 @@ class DetectAgreement(str, Enum):
     @classmethod
     def of(cls, equal: bool) -> DetectAgreement:
         return cls.EQUAL if equal else cls.DIFFERENT
+
+
+def image_key(kind: ImageKind, sha256: str | None, source: str) -> str | None:
+    """How the cache names an image: a file by its content sha256, a URL by itself (None: a face_token
+    image, or a file not hashed yet)."""
+    if kind is ImageKind.URL:
+        return source
+    return sha256 if kind is ImageKind.FILE else None
 
 
 def cache_dir() -> Path:
@@ -253,9 +262,10 @@ class TokenCache:
         """After an upload of an image (its content sha256, read from the file at ``path``, or its URL) was
         answered with ``face_token``, the token the library stores: the next plan neither reads nor detects
         it. A file is stat'ed now, so call this right after the upload read it."""
-        detected = self._store.one("SELECT face_token FROM detected WHERE image = ?", (image,))
-        if detected is not None and self.detect_agreement() is None:
-            self.record_detect_agreement(DetectAgreement.of(detected == face_token), "an upload's answer")
+        if self.detect_agreement() is None:  # an upload of a detected image answers the question for free
+            detected = self._store.one("SELECT face_token FROM detected WHERE image = ?", (image,))
+            if detected is not None:
+                self.record_detect_agreement(DetectAgreement.of(detected == face_token), "an upload's answer")
         self.record_image(image, face_token)
         if path is None:
             return

@@ -15,7 +15,8 @@ Users that are only to be deleted get no face list (``face_tokens`` None), but f
 third small wave (``users_giving_tokens``): in a pruned group where the manifest names a face by
 face_token that none of the group's named users holds, a user only to be deleted may hold it. That is a
 move (an exported manifest with a user renamed) the planner must see, to keep the token usable with a
-staging copy while the face changes user. Groups the manifest does not name are not read (their ids come with group/getlist, enough for ``delete_unlisted_groups``).
+staging copy while the face changes user. Groups the manifest does not name are not read (their ids
+come with group/getlist, enough for ``delete_unlisted_groups``).
 
 Races with other writers are answered as the library now is: a group gone between getlist and getusers
 is absent; a user listed by getusers but gone by face/getlist (223103) is absent from that group, and

@@ -31,7 +31,7 @@ from typing import Protocol
 from facesync import progress as progress_bars
 from facesync.api.errors import ImageRejectedError
 from facesync.api.protocol import FaceLibrary, Image
-from facesync.cache import TokenCache
+from facesync.cache import TokenCache, image_key
 from facesync.errors import FacesyncError
 from facesync.model import Desired, DesiredImage, ImageKind, Live
 from facesync.words import counted
@@ -103,8 +103,8 @@ def adopt_pending(desired: Desired, live: Live, cache: TokenCache) -> Desired:
     if not pending:
         return desired
     noted: dict[tuple[str, str], set[str]] = {}
-    for image_key, group_id, user_id in pending:
-        noted.setdefault((group_id, user_id), set()).add(image_key)
+    for key, group_id, user_id in pending:
+        noted.setdefault((group_id, user_id), set()).add(key)
     adopted: dict[str, str] = {}
     settled: list[tuple[str, str]] = []
     for group in desired.groups:
@@ -142,10 +142,7 @@ def adopt_pending(desired: Desired, live: Live, cache: TokenCache) -> Desired:
 
 
 def _image_key(image: DesiredImage) -> str | None:
-    """How the token cache names an image: its content sha256, or its URL."""
-    if image.kind is ImageKind.URL:
-        return image.source
-    return image.sha256 if image.kind is ImageKind.FILE else None
+    return image_key(image.kind, image.sha256, image.source)
 
 
 def resolve_known(desired: Desired, live: Live, lookup: TokenLookup,

@@ -312,11 +312,13 @@ class Session:
 
         qps = estimate_qps(self.spec, self.qps)
         return plan_tracked(desired, self.library, self.cache, mode=self.refresh, state_file=self.state,
-                            audit=self.audit, qps=qps, concurrency=self.concurrency, force=force, reupload=reupload,
-                            progress=self.progress, plan_full=lambda: self._plan_full(desired, force, reupload),
+                            audit=self.audit, qps=qps, concurrency=self.concurrency, force=force,
+                            reupload=reupload, progress=self.progress,
+                            plan_full=lambda: self._plan_full(desired, force, reupload),
                             finish=lambda plan, resolved: finish_plan(plan, resolved, self.cache))
 
-    def _plan_full(self, desired: Desired, force: bool, reupload: bool) -> tuple[Desired, Live, Plan, ResolveStats]:
+    def _plan_full(self, desired: Desired, force: bool,
+                   reupload: bool) -> tuple[Desired, Live, Plan, ResolveStats]:
         live = refresh(self.library, desired, concurrency=self.concurrency, progress=self.progress)
         resolution = resolve_images(desired, live, self.library, self.cache, concurrency=self.concurrency,
                                     progress=self.progress)
@@ -420,7 +422,8 @@ class Session:
 
             agreement = probe_detect_agreement(self.library, plan, self.cache)  # None: still unknown
         if agreement is DetectAgreement.DIFFERENT:
-            raise unmatched_faces_error(plan.replaced_by_detect, self.cache.detect_agreement_seen(), self.cache.path)
+            raise unmatched_faces_error(plan.replaced_by_detect, self.cache.detect_agreement_seen(),
+                                        self.cache.path)
 
     def _recheck(self, saved: SavedPlan, force: bool) -> tuple[Plan, tuple[str, ...]]:
         """The saved plan with its safety counted for this run, after its live facts are checked."""
@@ -468,7 +471,8 @@ class Session:
         report = examine(self.library, photos, identity=self.identity, burst=burst)
         for finding in report.findings:
             if finding.key == "detect_token" and finding.matches in (LENIENT, HARSH):
-                self.cache.record_detect_agreement(DetectAgreement.of(finding.matches == LENIENT), "facesync doctor")
+                self.cache.record_detect_agreement(DetectAgreement.of(finding.matches == LENIENT),
+                                                   "facesync doctor")
         return report
 
     def snapshot(self, manifest: str | Manifest | None = None, *, whole: bool = False) -> Snapshot:

@@ -4,8 +4,9 @@ forks, which have no credentials.
 ``take_snapshot`` reads what a plan of the manifest reads (``refresh``) and resolves the manifest's
 images the way a plan does (token cache, then ``detect``); the file keeps that Live and the token map
 (content sha256 → face_token, URL → face_token), with the images whose token only ``detect`` answered, so
-an offline plan names the users it would replace on them as an online plan does (plan/matching.py). Without a manifest it reads the whole library (every
-group, user, user_info and face) and keeps no token map. The format is ``schemas/snapshot.schema.json``
+an offline plan names the users it would replace on them as an online plan does (plan/matching.py).
+Without a manifest it reads the whole library (every group, user, user_info and face) and keeps no token
+map. The format is ``schemas/snapshot.schema.json``
 (``format_version`` 1); ``load_snapshot`` refuses, with ``SnapshotError`` naming the place, anything
 else.
 

@@ -30,7 +30,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import logging
 import threading
@@ -58,9 +57,11 @@ from facesync.api.protocol import CallRecord, FaceLibrary, Image, iter_group_ids
 from facesync.apply.order import dependencies, subject_of
 from facesync.apply.results import ALREADY, DONE, FAILED, OUTCOMES, SKIPPED, ApplyResult, OpResult
 from facesync.apply.verify import VERIFY_MODES, verify_results
+from facesync.cache import image_key
 from facesync.logs import redact
 from facesync.model import ImageKind
 from facesync.plan.ops import FaceSource, Operation, OpKind, Plan
+from facesync.plan.uploads import PlanImagesError, load_upload
 
 log = logging.getLogger(__name__)
 
@@ -431,11 +432,15 @@ class _Run:
                     self._forget(op, digest)
                 raise
 
+    def _send(self, endpoint: str, op: Operation, image: Image):
+        """user/add or user/update of ``op``'s user with ``image``, its user_info and controls."""
+        return self._call(endpoint, op.group_id, op.user_id, image, user_info=op.user_info,
+                          quality_control=op.quality_control, liveness_control=op.liveness_control)
+
     def _update_user(self, op: Operation, image: Image,
                      digest: str | None) -> tuple[str, str | None, int | None]:
         try:
-            added = self._call("user_update", op.group_id, op.user_id, image, user_info=op.user_info,
-                               quality_control=op.quality_control, liveness_control=op.liveness_control)
+            added = self._send("user_update", op, image)
         except AnswerLostError as error:
             return self._update_answer_lost(op, digest, error)
         except FaceExistsError as error:  # the one face may still be on another user of the group
@@ -447,8 +452,7 @@ class _Run:
     def _add_face(self, op: Operation, image: Image,
                   digest: str | None) -> tuple[str, str | None, int | None]:
         try:
-            added = self._call("user_add", op.group_id, op.user_id, image, user_info=op.user_info,
-                               quality_control=op.quality_control, liveness_control=op.liveness_control)
+            added = self._send("user_add", op, image)
         except FaceExistsError as error:
             # what an earlier user/add answered for these bytes first: detect's token may differ from it
             token = self._cached_token(digest) or (op.face.face_token if op.face else None)
@@ -573,17 +577,10 @@ class _Run:
     def _image(self, face: FaceSource | None) -> tuple[Image, str | None]:
         if face is None:
             raise ValueError("operation has no image")
-        if face.kind is ImageKind.FILE:
-            with open(face.path or face.source, "rb") as handle:
-                data = handle.read()
-            digest = hashlib.sha256(data).hexdigest()
-            if face.sha256 is not None and digest != face.sha256:  # never upload what was not reviewed
-                raise _NotAsWanted(f"{face.source} changed after the plan was made (sha256 {digest[:12]}..., "
-                                   f"planned {face.sha256[:12]}...); make a new plan")
-            return Image.from_bytes(data), digest
-        if face.kind is ImageKind.URL:
-            return Image.from_url(face.source), None
-        return Image.from_face_token(face.face_token or face.source), None
+        try:
+            return load_upload(face)
+        except PlanImagesError as error:
+            raise _NotAsWanted(error.message) from None
 
     def _cached_token(self, digest: str | None) -> str | None:
         """The token an earlier user/add answered for these bytes (detect's may differ from it)."""
@@ -595,43 +592,29 @@ class _Run:
     def _intend(self, op: Operation, digest: str | None) -> None:
         """Before an upload: note it, so that a crash before ``_remember`` leaves a face the next plan can
         still name (resolve.py adopts it) on a service whose detect answers other tokens."""
-        key = _image_key(op.face, digest)
-        if self.cache is None or key is None or op.user_id is None:
-            return
-        with self.cache_lock:
-            try:
-                self.cache.record_pending(key, op.group_id, op.user_id)
-            except Exception:  # a cache that cannot be written costs a detect next time, not the apply
-                log.warning("could not record an upload in the token cache", exc_info=True)
+        self._write_cache(op, digest, lambda key: self.cache.record_pending(key, op.group_id, op.user_id))
 
     def _forget(self, op: Operation, digest: str | None) -> None:
-        key = _image_key(op.face, digest)
+        self._write_cache(op, digest, lambda key: self.cache.clear_pending(key, op.group_id, op.user_id))
+
+    def _remember(self, op: Operation, digest: str | None, token: str) -> None:
+        def write(key: str) -> None:
+            self.cache.record_upload(key, token, op.face.path or op.face.source if digest else None)
+            self.cache.clear_pending(key, op.group_id, op.user_id)
+
+        self._write_cache(op, digest, write)
+
+    def _write_cache(self, op: Operation, digest: str | None, write: Callable[[str], None]) -> None:
+        """``write`` the token cache about the image ``op`` uploads, named by ``digest`` (the sha256 of the
+        bytes sent) or its URL; nothing for a face_token image or without a cache."""
+        key = image_key(op.face.kind, digest, op.face.source) if op.face is not None else None
         if self.cache is None or key is None or op.user_id is None:
             return
         with self.cache_lock:
             try:
-                self.cache.clear_pending(key, op.group_id, op.user_id)
-            except Exception:
-                log.warning("could not update the token cache", exc_info=True)
-
-    def _remember(self, op: Operation, digest: str | None, token: str) -> None:
-        key = _image_key(op.face, digest)
-        if self.cache is None or key is None or op.face is None:
-            return
-        with self.cache_lock:
-            try:
-                self.cache.record_upload(key, token, op.face.path or op.face.source if digest else None)
-                if op.user_id is not None:
-                    self.cache.clear_pending(key, op.group_id, op.user_id)
+                write(key)
             except Exception:  # a cache that cannot be written costs a detect next time, not the apply
-                log.warning("could not record a face_token in the token cache", exc_info=True)
-
-
-def _image_key(face: FaceSource | None, digest: str | None) -> str | None:
-    """How the token cache names an uploaded image: the sha256 of a file's bytes, or a URL."""
-    if face is None or face.kind is ImageKind.FACE_TOKEN:
-        return None
-    return digest if face.kind is ImageKind.FILE else face.source
+                log.warning("could not write the token cache", exc_info=True)
 
 
 def _unmatched_face(op: Operation, token: str, error: FaceApiError) -> FaceApiError:

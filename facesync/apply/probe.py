@@ -15,17 +15,16 @@ adds before it deletes, so on a service that refuses a face twice on a user it s
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 
 from facesync.api.errors import ImageRejectedError
-from facesync.api.protocol import FaceLibrary, Image
+from facesync.api.protocol import FaceLibrary
 from facesync.cache import DetectAgreement, TokenCache
-from facesync.errors import PlanStaleError
-from facesync.model import PROBE_GROUP_PREFIX, ImageKind
+from facesync.model import PROBE_GROUP_PREFIX
 from facesync.plan.matching import probe_uploads
 from facesync.plan.ops import FaceSource, Plan
+from facesync.plan.uploads import load_upload
 from facesync.scratch import remove_groups
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ def probe_detect_agreement(library: FaceLibrary, plan: Plan, cache: TokenCache) 
 
 
 def _probe(library: FaceLibrary, face: FaceSource, cache: TokenCache) -> DetectAgreement:
-    image, digest = _image(face)
+    image, digest = load_upload(face)
     detected = library.detect(image).faces
     if not detected:
         raise ImageRejectedError(222202, "pic not has face", None)
@@ -68,13 +67,3 @@ def _probe(library: FaceLibrary, face: FaceSource, cache: TokenCache) -> DetectA
              "agree" if agreement is DetectAgreement.EQUAL else "disagree", face.source)
     return agreement
 
-
-def _image(face: FaceSource) -> tuple[Image, str | None]:
-    if face.kind is not ImageKind.FILE:
-        return Image.from_url(face.source), None
-    with open(face.path or face.source, "rb") as handle:
-        data = handle.read()
-    digest = hashlib.sha256(data).hexdigest()
-    if face.sha256 is not None and digest != face.sha256:  # never upload what was not reviewed
-        raise PlanStaleError(f"{face.source} changed after the plan was made", hint="make a new plan")
-    return Image.from_bytes(data), digest

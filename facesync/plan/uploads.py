@@ -9,11 +9,13 @@ every one (``bind``). The executor checks the bytes once more as it uploads them
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from facesync.api.protocol import Image
 from facesync.checkout import PLANNED_IN, Root
 from facesync.errors import FacesyncError
 from facesync.model import ImageKind
@@ -24,6 +26,22 @@ MAX_SHOWN = 20
 
 class PlanImagesError(FacesyncError):
     """A saved plan's image files cannot be used: missing, changed since the plan, or outside its folder."""
+
+
+def load_upload(face: FaceSource) -> tuple[Image, str | None]:
+    """What an add or update sends for ``face``, and for a file the sha256 of the bytes read. A file whose
+    bytes are not the planned ones is refused (``PlanImagesError``): never upload what was not reviewed."""
+    if face.kind is ImageKind.URL:
+        return Image.from_url(face.source), None
+    if face.kind is not ImageKind.FILE:
+        return Image.from_face_token(face.face_token or face.source), None
+    with open(face.path or face.source, "rb") as handle:
+        data = handle.read()
+    digest = hashlib.sha256(data).hexdigest()
+    if face.sha256 is not None and digest != face.sha256:
+        raise PlanImagesError(f"{face.source} changed after the plan was made (sha256 {digest[:12]}..., "
+                              f"planned {face.sha256[:12]}...); make a new plan")
+    return Image.from_bytes(data), digest
 
 
 def pin(plan: Plan, sha256_of: Callable[[str], str]) -> Plan:
